@@ -1,0 +1,59 @@
+# dvit-edge: each pipeline stage is a make target and a `dvit` subcommand.
+# `make demo` runs the main job on the embedded default (Fashion-MNIST); `make test` runs the tests.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DVIT := $(VENV)/bin/dvit
+STAMP := $(VENV)/.stamp-setup
+# Jetson: JetPack's TensorRT lives in the system site-packages; `make setup SYSTEM_SITE_PACKAGES=1` lets the venv see it.
+SYSTEM_SITE_PACKAGES ?= 0
+FMNIST_DIR ?= /usr/share/datasets/fashion-mnist
+RUNS ?= runs
+TENSORRT_STUBS := tensorrt-stubs==10.13.0.35.1
+
+.PHONY: setup data test test-all demo teacher train export precision validate plugins bench lint typecheck clean help
+
+help:
+	@echo "make setup     virtual environment with pinned dependencies, and the Fashion-MNIST data"
+	@echo "make demo      the whole job on Fashion-MNIST: distil DynamicViT from the shipped teacher, evaluate"
+	@echo "make test      the test suite (GPU tests skip, saying why, where no GPU is present)"
+	@echo "make teacher   retrain the shipped dense teacher checkpoint"
+	@echo "make plugins   build the CUDA kernel and the TensorRT plugin library"
+	@echo "make bench     benchmarks (speed targets live here, never in timed tests)"
+
+setup: $(STAMP) data
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(if $(filter 1,$(SYSTEM_SITE_PACKAGES)),--system-site-packages) $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[dev]"
+	# The stubs declare `tensorrt` as a dependency, whose PyPI package only fetches from NVIDIA's host: type stubs alone.
+	$(PY) -m pip install -q --no-deps $(TENSORRT_STUBS)
+	touch $(STAMP)
+
+data:
+	@if [ -f "$(FMNIST_DIR)/train-images-idx3-ubyte.gz" ]; then :; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; \
+	else \
+		echo "Fashion-MNIST not found in $(FMNIST_DIR): run 'sudo apt-get install dataset-fashion-mnist', or pass FMNIST_DIR=<dir with the four idx.gz files>"; exit 1; \
+	fi
+
+test: setup
+	$(PY) -m pytest -q -m "not slow"
+
+test-all: setup
+	$(PY) -m pytest -q
+
+lint: setup
+	$(VENV)/bin/ruff check pipeline tests
+
+typecheck: setup
+	$(VENV)/bin/mypy pipeline
+
+clean:
+	rm -rf build $(RUNS)
+
+# >>> plugins (owned by plugins/)
+# <<< plugins
