@@ -1,0 +1,132 @@
+"""Checkpoints: ours (model config + weights + training state), official DynamicViT, and timm/DeiT.
+
+Official DynamicViT checkpoints ({'model': state_dict} of VisionTransformerDiffPruning) and timm/DeiT
+state dicts use our parameter names already (see model.py), so loading needs no renaming; only wrapper
+keys and DDP's 'module.' prefix are stripped. A mismatch is reported with the offending keys and shapes.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .config import ModelConfig
+from .errors import CheckpointError
+from .io import atomic_write
+from .model import DynamicViT
+
+FORMAT = "dvit-edge/checkpoint/v1"
+
+
+def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} not found: pass the path of a .pt file written by 'dvit train'")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # torch raises many kinds for a corrupt file
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt or not a PyTorch file ({type(e).__name__}): re-create it with 'dvit train'"
+        ) from e
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"checkpoint {path} holds a {type(obj).__name__}, not a state dict")
+    return obj
+
+
+def extract_state_dict(obj: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The weights inside our, official (`model`), timm (`state_dict`/EMA) or bare checkpoints."""
+    for key in ("model", "state_dict", "state_dict_ema", "model_ema"):
+        if key in obj and isinstance(obj[key], dict):
+            obj = obj[key]
+            break
+    sd = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if not sd:
+        raise CheckpointError("checkpoint holds no tensors: it is not a model checkpoint")
+    if all(k.startswith("module.") for k in sd):
+        sd = {k[len("module.") :]: v for k, v in sd.items()}
+    return sd
+
+
+def load_weights(
+    model: nn.Module,
+    sd: dict[str, torch.Tensor],
+    *,
+    allow_missing: tuple[str, ...] = (),
+    ignore_unexpected: tuple[str, ...] = (),
+    source: str = "checkpoint",
+) -> list[str]:
+    """Strict load, except for missing keys under `allow_missing` prefixes (returned) and unexpected keys
+    under `ignore_unexpected` prefixes. Anything else raises one line naming keys and shapes."""
+    own = model.state_dict()
+    shape_bad = [
+        f"{k} {tuple(sd[k].shape)} vs {tuple(v.shape)}" for k, v in own.items() if k in sd and sd[k].shape != v.shape
+    ]
+    missing = [k for k in own if k not in sd]
+    allowed_missing = [k for k in missing if k.startswith(allow_missing)] if allow_missing else []
+    missing = [k for k in missing if k not in allowed_missing]
+    unexpected = [k for k in sd if k not in own and not (ignore_unexpected and k.startswith(ignore_unexpected))]
+    problems = []
+    if shape_bad:
+        problems.append(f"shape mismatch (checkpoint vs model): {_clip(shape_bad)}")
+    if missing:
+        problems.append(f"missing keys: {_clip(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {_clip(unexpected)}")
+    if problems:
+        raise CheckpointError(
+            f"{source} does not match the model configuration: {'; '.join(problems)}. "
+            "Pass the --model/--keep-ratio the checkpoint was trained with, or the matching checkpoint"
+        )
+    model.load_state_dict({k: v for k, v in sd.items() if k in own}, strict=False)
+    return allowed_missing
+
+
+def _clip(items: list[str], n: int = 4) -> str:
+    return ", ".join(items[:n]) + (f" (+{len(items) - n} more)" if len(items) > n else "")
+
+
+def save_checkpoint(path: str | os.PathLike[str], model: DynamicViT, **extra: Any) -> Path:
+    """Atomic: the previous file stays intact until the new one is complete."""
+    payload = {"format": FORMAT, "config": model.cfg.to_dict(), "model": model.state_dict(), **extra}
+    return atomic_write(path, lambda p: torch.save(payload, p))
+
+
+def config_of(obj: dict[str, Any], path: str | os.PathLike[str]) -> ModelConfig:
+    if obj.get("format") != FORMAT or "config" not in obj:
+        raise CheckpointError(
+            f"{path} is not a dvit-edge checkpoint (no model config inside): pass --model and load it with "
+            "--init-from (official DynamicViT or timm/DeiT weights)"
+        )
+    return ModelConfig.from_dict(obj["config"])
+
+
+def load_model(path: str | os.PathLike[str], expect: ModelConfig | None = None) -> DynamicViT:
+    """A model from one of our checkpoints; with `expect`, the checkpoint's architecture must equal it."""
+    obj = read_checkpoint(path)
+    cfg = config_of(obj, path)
+    if expect is not None and cfg.architecture_key() != expect.architecture_key():
+        diff = {
+            k: (cfg.architecture_key()[k], v) for k, v in expect.architecture_key().items() if cfg.architecture_key()[k] != v
+        }
+        raise CheckpointError(
+            f"checkpoint {path} was trained for another configuration ({', '.join(f'{k}: {a} vs {b}' for k, (a, b) in diff.items())}): "
+            "pass the matching checkpoint or configuration"
+        )
+    if expect is not None:
+        cfg = expect
+    model = DynamicViT(cfg)
+    load_weights(model, extract_state_dict(obj), source=f"checkpoint {path}")
+    return model.eval()
+
+
+def init_from_pretrained(model: DynamicViT, path: str | os.PathLike[str]) -> list[str]:
+    """Backbone (and predictor, when present) weights from an official DynamicViT, timm/DeiT or our file.
+
+    Prediction modules may be missing (a dense teacher or timm ViT initialises the student); timm's
+    distillation token / head_dist of DeiT-distilled models are refused with a clear error by the strict check.
+    """
+    sd = extract_state_dict(read_checkpoint(path))
+    return load_weights(model, sd, allow_missing=("score_predictor.",), source=f"checkpoint {path}")

@@ -1,0 +1,210 @@
+"""Typed configuration passed down through every stage (never globals).
+
+A ModelConfig fully determines the architecture, so it is stored in every checkpoint and manifest;
+a later stage compares configs instead of trusting file names.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ConfigError
+
+
+def default_pruning_loc(depth: int) -> tuple[int, ...]:
+    """The paper prunes before blocks 3, 6 and 9 of 12: the same quarters of any depth."""
+    locs = tuple(sorted({max(1, round(depth * q / 4)) for q in (1, 2, 3)}))
+    return tuple(loc for loc in locs if loc < depth)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str
+    img_size: int
+    patch_size: int
+    in_chans: int
+    num_classes: int
+    embed_dim: int
+    depth: int
+    num_heads: int
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True
+    # Block indices (0-based) before which tokens are pruned; () gives the dense teacher.
+    pruning_loc: tuple[int, ...] = (3, 6, 9)
+    keep_ratio: float = 0.7
+    drop_path_rate: float = 0.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "pruning_loc", tuple(int(p) for p in self.pruning_loc))
+        self.validate()
+
+    @property
+    def grid_size(self) -> int:
+        return self.img_size // self.patch_size
+
+    @property
+    def num_patches(self) -> int:
+        return self.grid_size**2
+
+    @property
+    def stage_ratios(self) -> list[float]:
+        """rho, rho^2, rho^3, ... of the initial patch tokens, as the official code computes them."""
+        return [self.keep_ratio ** (i + 1) for i in range(len(self.pruning_loc))]
+
+    @property
+    def keep_counts(self) -> list[int]:
+        """Patch tokens kept after each pruning point: int(N * ratio), exactly the official rounding."""
+        return [int(self.num_patches * r) for r in self.stage_ratios]
+
+    @property
+    def tokens_per_stage(self) -> list[int]:
+        """Tokens (class token included) entering stage 0, 1, ...: the static shapes of the exported graphs."""
+        return [self.num_patches + 1] + [k + 1 for k in self.keep_counts]
+
+    @property
+    def is_dense(self) -> bool:
+        return not self.pruning_loc
+
+    def validate(self) -> None:
+        if self.img_size <= 0 or self.patch_size <= 0 or self.img_size % self.patch_size:
+            raise ConfigError(
+                f"img_size {self.img_size} is not a positive multiple of patch_size {self.patch_size}: "
+                "choose sizes that divide evenly"
+            )
+        if self.embed_dim % self.num_heads:
+            raise ConfigError(
+                f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}: change one of them"
+            )
+        if self.embed_dim % 4:
+            raise ConfigError(f"embed_dim {self.embed_dim} must be a multiple of 4 (the prediction module splits it)")
+        if not (0.0 < self.keep_ratio <= 1.0):
+            raise ConfigError(f"keep ratio {self.keep_ratio} is outside (0, 1]: pass e.g. --keep-ratio 0.7")
+        locs = self.pruning_loc
+        if list(locs) != sorted(set(locs)):
+            raise ConfigError(f"pruning locations {list(locs)} must be strictly increasing, e.g. 3,6,9")
+        bad = [p for p in locs if not (0 < p < self.depth)]
+        if bad:
+            raise ConfigError(
+                f"pruning locations {bad} are beyond the model's depth {self.depth}: "
+                f"use block indices between 1 and {self.depth - 1} (e.g. {','.join(map(str, default_pruning_loc(self.depth)))})"
+            )
+        for i, k in enumerate(self.keep_counts):
+            if k < 1:
+                raise ConfigError(
+                    f"keep ratio {self.keep_ratio} keeps zero of {self.num_patches} tokens at pruning stage {i + 1} "
+                    f"(int({self.num_patches} * {self.stage_ratios[i]:.4g}) = 0): raise the keep ratio or prune fewer times"
+                )
+
+    def replace(self, **changes: Any) -> ModelConfig:
+        return dataclasses.replace(self, **changes)
+
+    def as_dense(self) -> ModelConfig:
+        return self.replace(pruning_loc=(), keep_ratio=1.0)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["pruning_loc"] = list(self.pruning_loc)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ConfigError(f"unknown model config keys {sorted(unknown)}: this file was written by another version")
+        return cls(**d)
+
+    def architecture_key(self) -> dict[str, Any]:
+        """What must match for weights to be interchangeable (keep ratio and pruning points may differ)."""
+        d = self.to_dict()
+        for k in ("name", "keep_ratio", "drop_path_rate"):
+            d.pop(k)
+        return d
+
+
+# Presets. The DeiT ones are the paper's setting (ImageNet, 224x224, 196 tokens, pruning before blocks 3/6/9).
+# fmnist_tiny is sized for the embedded default on a 2-core CPU: 28x28 grey images in 4x4 patches give a
+# 7x7 grid of 49 tokens, pruned to 34, 24 and 16 at rho=0.7.
+PRESETS: dict[str, ModelConfig] = {
+    "deit_tiny_patch16_224": ModelConfig("deit_tiny_patch16_224", 224, 16, 3, 1000, 192, 12, 3),
+    "deit_small_patch16_224": ModelConfig("deit_small_patch16_224", 224, 16, 3, 1000, 384, 12, 6),
+    "deit_base_patch16_224": ModelConfig("deit_base_patch16_224", 224, 16, 3, 1000, 768, 12, 12),
+    "fmnist_tiny": ModelConfig("fmnist_tiny", 28, 4, 1, 10, 64, 12, 4),
+}
+
+
+def model_config(
+    preset: str,
+    *,
+    keep_ratio: float | None = None,
+    pruning_loc: tuple[int, ...] | None = None,
+    num_classes: int | None = None,
+    dense: bool = False,
+) -> ModelConfig:
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown model '{preset}': choose one of {', '.join(PRESETS)}")
+    cfg = PRESETS[preset]
+    changes: dict[str, Any] = {}
+    if num_classes is not None:
+        changes["num_classes"] = num_classes
+    if dense:
+        changes.update(pruning_loc=(), keep_ratio=1.0)
+    else:
+        if keep_ratio is not None:
+            changes["keep_ratio"] = keep_ratio
+        if pruning_loc is not None:
+            changes["pruning_loc"] = tuple(pruning_loc)
+    return cfg.replace(**changes) if changes else cfg
+
+
+@dataclass
+class LossWeights:
+    """The paper's objective: CE + 0.5 KL(student||teacher) + 0.5 token MSE + 2.0 keep-ratio loss."""
+
+    ce: float = 1.0
+    distill_kl: float = 0.5
+    distill_token: float = 0.5
+    ratio: float = 2.0
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 128  # global batch: split evenly across DDP ranks
+    lr: float = 1e-3
+    min_lr: float = 1e-5
+    warmup_epochs: float = 1.0
+    weight_decay: float = 0.05
+    backbone_lr_scale: float = 0.01  # paper: backbone at 1/100 of the prediction modules' rate
+    clip_grad: float = 1.0
+    seed: int = 0
+    label_smoothing: float = 0.0
+    augment: bool = True
+    amp: str = "auto"  # auto: bf16 autocast on CUDA, off on CPU
+    max_steps_per_epoch: int | None = None
+    train_subset: int | None = None
+    eval_subset: int | None = None
+    loss: LossWeights = field(default_factory=LossWeights)
+
+    def validate(self) -> None:
+        if self.epochs < 1:
+            raise ConfigError(f"epochs must be at least 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch size must be at least 1, got {self.batch_size}")
+        if self.lr <= 0:
+            raise ConfigError(f"learning rate must be positive, got {self.lr}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        d = dict(d)
+        loss = LossWeights(**d.pop("loss", {}))
+        return cls(**d, loss=loss)
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, indent=2, sort_keys=True)

@@ -1,0 +1,258 @@
+"""Datasets: Fashion-MNIST (the embedded default), ImageFolder trees and ImageNet-style train/val folders.
+
+Everything is decoded once into uint8 tensors held in memory and batched by index: on a 2-core machine a
+DataLoader's worker processes cost more than they save for 28x28 images. Augmentation parameters are drawn
+for the whole global batch from (seed, epoch), so distributed ranks see exactly the samples and crops a
+single process would.
+"""
+from __future__ import annotations
+
+import gzip
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .errors import DataError
+
+FMNIST_DEFAULT_DIR = Path("/usr/share/datasets/fashion-mnist")
+FMNIST_FILES = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
+FMNIST_CLASSES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+
+
+@dataclass
+class ImageSet:
+    """Images as uint8 [N, C, H, W] with int64 labels, plus the normalisation the model expects."""
+
+    images: Tensor
+    labels: Tensor
+    classes: tuple[str, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    source: str
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def in_chans(self) -> int:
+        return int(self.images.shape[1])
+
+    @property
+    def img_size(self) -> int:
+        return int(self.images.shape[-1])
+
+    def subset(self, n: int | None, seed: int = 0) -> ImageSet:
+        """A deterministic sample of n items (all when n is None or too large)."""
+        if n is None or n >= len(self):
+            return self
+        idx = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:n].sort().values
+        return ImageSet(self.images[idx], self.labels[idx], self.classes, self.mean, self.std, self.source)
+
+    def normalize(self, images_u8: Tensor) -> Tensor:
+        x = images_u8.float().div_(255.0)
+        mean = torch.tensor(self.mean).view(1, -1, 1, 1)
+        std = torch.tensor(self.std).view(1, -1, 1, 1)
+        return (x - mean) / std
+
+    def batches(self, batch_size: int, limit: int | None = None) -> Iterator[tuple[Tensor, Tensor]]:
+        """Normalised, un-augmented batches in order: evaluation, calibration, validation."""
+        n = len(self) if limit is None else min(limit, len(self))
+        for s in range(0, n, batch_size):
+            e = min(s + batch_size, n)
+            yield self.normalize(self.images[s:e]), self.labels[s:e]
+
+
+def _read_idx(path: Path, expect_dims: int) -> np.ndarray:
+    try:
+        with gzip.open(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as e:
+        raise DataError(f"{path} is not a readable gzip file ({e}): reinstall dataset-fashion-mnist") from e
+    if len(raw) < 4 + 4 * expect_dims or raw[:2] != b"\0\0" or raw[2] != 0x08 or raw[3] != expect_dims:
+        raise DataError(f"{path} is not an idx file of {expect_dims} dimensions: reinstall dataset-fashion-mnist")
+    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(expect_dims)]
+    body = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * expect_dims)
+    if body.size != int(np.prod(dims)):
+        raise DataError(f"{path} is truncated ({body.size} of {int(np.prod(dims))} bytes): reinstall the dataset")
+    return body.reshape(dims)
+
+
+def find_fashion_mnist(data_dir: str | os.PathLike[str] | None) -> Path:
+    root = Path(data_dir) if data_dir else Path(os.environ.get("DVIT_FMNIST_DIR", FMNIST_DEFAULT_DIR))
+    needed = [n for pair in FMNIST_FILES.values() for n in pair]
+    missing = [n for n in needed if not (root / n).is_file()]
+    if missing:
+        raise DataError(
+            f"Fashion-MNIST not found in {root} (missing {', '.join(missing)}): run 'make data' "
+            "(installs the Debian package dataset-fashion-mnist) or pass --data DIR holding the four idx.gz files"
+        )
+    return root
+
+
+# Mean and standard deviation of the Fashion-MNIST training images (computed by fashion_mnist_stats()).
+FMNIST_MEAN = (0.2860,)
+FMNIST_STD = (0.3530,)
+
+
+def load_fashion_mnist(split: str, data_dir: str | os.PathLike[str] | None = None) -> ImageSet:
+    if split not in FMNIST_FILES:
+        raise DataError(f"unknown split '{split}': use 'train' or 'test'")
+    root = find_fashion_mnist(data_dir)
+    img_name, lbl_name = FMNIST_FILES[split]
+    images = _read_idx(root / img_name, 3)
+    labels = _read_idx(root / lbl_name, 1)
+    if images.shape[0] != labels.shape[0]:
+        raise DataError(f"{root}: {images.shape[0]} images but {labels.shape[0]} labels in the {split} split")
+    return ImageSet(
+        torch.from_numpy(images.copy()).unsqueeze(1),
+        torch.from_numpy(labels.astype(np.int64)),
+        FMNIST_CLASSES,
+        FMNIST_MEAN,
+        FMNIST_STD,
+        f"fashion-mnist:{root}:{split}",
+    )
+
+
+def fashion_mnist_stats(data_dir: str | None = None) -> tuple[float, float]:
+    x = load_fashion_mnist("train", data_dir).images.float() / 255.0
+    return float(x.mean()), float(x.std())
+
+
+def _load_image(path: Path, in_chans: int, img_size: int) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im = im.convert("L" if in_chans == 1 else "RGB")
+            if im.size != (img_size, img_size):
+                # Resize the short side, then centre-crop: the usual evaluation transform.
+                w, h = im.size
+                s = img_size / min(w, h)
+                im = im.resize((max(img_size, round(w * s)), max(img_size, round(h * s))), Image.BILINEAR)
+                w, h = im.size
+                left, top = (w - img_size) // 2, (h - img_size) // 2
+                im = im.crop((left, top, left + img_size, top + img_size))
+            arr = np.asarray(im, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise DataError(f"cannot read image {path} ({e}): remove or replace the file") from e
+    return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+
+
+def load_image_folder(
+    root: str | os.PathLike[str],
+    in_chans: int,
+    img_size: int,
+    classes: tuple[str, ...] | None = None,
+) -> ImageSet:
+    """A class-per-sub-folder tree. `classes` fixes the label order (a val split must use train's)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"image folder {root} does not exist: pass a directory with one sub-folder per class")
+    found = tuple(sorted(d.name for d in root.iterdir() if d.is_dir()))
+    if not found:
+        raise DataError(f"{root} has no class sub-folders: put each class's images in a folder named after it")
+    classes = classes or found
+    unknown = set(found) - set(classes)
+    if unknown:
+        raise DataError(f"{root} has classes {sorted(unknown)} that the training split lacks: make the splits agree")
+    arrays, labels = [], []
+    for label, name in enumerate(classes):
+        for p in sorted((root / name).rglob("*")):
+            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES:
+                arrays.append(_load_image(p, in_chans, img_size))
+                labels.append(label)
+    if not arrays:
+        raise DataError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found under {root}")
+    images = torch.from_numpy(np.stack(arrays))
+    x = images.float() / 255.0
+    mean = tuple(float(v) for v in x.mean(dim=(0, 2, 3)))
+    std = tuple(max(float(v), 1e-3) for v in x.std(dim=(0, 2, 3)))
+    return ImageSet(images, torch.tensor(labels, dtype=torch.int64), classes, mean, std, f"folder:{root}")
+
+
+def load_dataset(
+    spec: str | None, split: str, in_chans: int = 1, img_size: int = 28, holdout: float = 0.1
+) -> ImageSet:
+    """Resolve a dataset argument.
+
+    None or 'fashion-mnist': the embedded default; a directory holding the four idx.gz files: Fashion-MNIST
+    from there; a directory with train/ and val/ sub-folders: ImageNet-style; any other directory: an
+    ImageFolder, split deterministically into train and a `holdout` fraction for test.
+    """
+    if spec in (None, "", "fashion-mnist", "fmnist"):
+        return load_fashion_mnist(split)
+    root = Path(spec)
+    if not root.exists():
+        raise DataError(f"dataset path {root} does not exist: pass 'fashion-mnist' or an image directory")
+    if (root / FMNIST_FILES["train"][0]).exists():
+        return load_fashion_mnist(split, root)
+    if (root / "train").is_dir() and (root / "val").is_dir():
+        train_classes = tuple(sorted(d.name for d in (root / "train").iterdir() if d.is_dir()))
+        sub = "train" if split == "train" else "val"
+        ds = load_image_folder(root / sub, in_chans, img_size, train_classes)
+        if sub == "val":  # normalise with the training statistics
+            tr = load_image_folder(root / "train", in_chans, img_size, train_classes)
+            ds.mean, ds.std = tr.mean, tr.std
+        return ds
+    full = load_image_folder(root, in_chans, img_size)
+    perm = torch.randperm(len(full), generator=torch.Generator().manual_seed(1234))
+    n_test = max(1, int(len(full) * holdout))
+    idx = perm[:n_test] if split != "train" else perm[n_test:]
+    idx = idx.sort().values
+    return ImageSet(full.images[idx], full.labels[idx], full.classes, full.mean, full.std, f"{full.source}:{split}")
+
+
+class TrainBatches:
+    """Shuffled, augmented training batches, sharded over distributed ranks.
+
+    The permutation and augmentation parameters come from (seed, epoch) alone, for the global batch;
+    rank r takes its contiguous slice of every global batch.
+    """
+
+    def __init__(self, ds: ImageSet, global_batch: int, seed: int, augment: bool, rank: int = 0, world: int = 1):
+        if global_batch % world:
+            raise DataError(f"global batch {global_batch} is not divisible by {world} processes: change --batch-size")
+        self.ds, self.global_batch, self.seed, self.augment = ds, global_batch, seed, augment
+        self.rank, self.world = rank, world
+        self.local_batch = global_batch // world
+
+    def steps_per_epoch(self) -> int:
+        return len(self.ds) // self.global_batch  # drop the last partial batch: every step has the same size
+
+    def epoch(self, epoch: int) -> Iterator[tuple[Tensor, Tensor, int]]:
+        """Yields (images, labels, global_offset) where global_offset is this rank's first sample in the step."""
+        g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+        n = len(self.ds)
+        perm = torch.randperm(n, generator=g)
+        pad = 2
+        shifts = torch.randint(0, 2 * pad + 1, (n, 2), generator=g)
+        flips = torch.rand(n, generator=g) < 0.5
+        for step in range(self.steps_per_epoch()):
+            lo = step * self.global_batch + self.rank * self.local_batch
+            sel = perm[lo : lo + self.local_batch]
+            x = self.ds.images[sel]
+            if self.augment:
+                x = _augment(x, shifts[lo : lo + self.local_batch], flips[lo : lo + self.local_batch], pad)
+            yield self.ds.normalize(x), self.ds.labels[sel], lo
+
+
+def _augment(x: Tensor, shifts: Tensor, flips: Tensor, pad: int) -> Tensor:
+    """Random crop with zero padding and horizontal flip, vectorised over the batch."""
+    B, C, H, W = x.shape
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    rows = shifts[:, 0].view(B, 1, 1, 1) + torch.arange(H).view(1, 1, H, 1)
+    out = torch.gather(padded, 2, rows.expand(B, C, H, W + 2 * pad))
+    cols = shifts[:, 1].view(B, 1, 1, 1) + torch.arange(W).view(1, 1, 1, W)
+    out = torch.gather(out, 3, cols.expand(B, C, H, W))
+    return torch.where(flips.view(B, 1, 1, 1), out.flip(-1), out)

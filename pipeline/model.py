@@ -1,0 +1,290 @@
+"""DynamicViT (Rao et al., NeurIPS 2021) on a timm-compatible ViT/DeiT backbone.
+
+Parameter names equal timm's VisionTransformer and the official VisionTransformerDiffPruning, so timm/DeiT
+and official DynamicViT state dicts load as they are. The forward pass is split into stage functions
+(embed, run_blocks, score_tokens, select_tokens, classify) because export cuts the graph at exactly
+those seams: the ONNX subgraphs and this module must compute the same thing.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .config import ModelConfig
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+def softmax_with_policy(attn: Tensor, policy: Tensor, eps: float = 1e-6) -> Tensor:
+    """Softmax in which dropped tokens receive no attention, but every token still attends to itself.
+
+    attn [B, H, N, N], policy [B, N, 1] with 1 = kept. Computed in float32 with the max subtracted and
+    eps spread over the row, as the official code does, so a row whose keys are all dropped stays finite.
+    """
+    B, N, _ = policy.shape
+    key_keep = policy.reshape(B, 1, 1, N)
+    eye = torch.eye(N, dtype=key_keep.dtype, device=key_keep.device).view(1, 1, N, N)
+    key_keep = key_keep + (1.0 - key_keep) * eye
+    attn = attn - attn.max(dim=-1, keepdim=True).values
+    weights = attn.float().exp() * key_keep.float()
+    weights = (weights + eps / N) / (weights.sum(dim=-1, keepdim=True) + eps)
+    return weights.type_as(attn)
+
+
+class Attention(nn.Module):
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.scale = self.head_dim**-0.5
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor, policy: Tensor | None = None) -> Tensor:
+        B, N, C = x.shape
+        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        attn = (q * self.scale) @ k.transpose(-2, -1)
+        attn = attn.softmax(dim=-1) if policy is None else softmax_with_policy(attn, policy)
+        x = (attn @ v).transpose(1, 2).reshape(B, N, C)
+        return self.proj(x)
+
+
+class DropPath(nn.Module):
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.p == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.p
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+        return x * mask / keep
+
+
+class Block(nn.Module):
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, qkv_bias: bool, drop_path: float) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = Attention(dim, num_heads, qkv_bias)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x: Tensor, policy: Tensor | None = None) -> Tensor:
+        x = x + self.drop_path(self.attn(self.norm1(x), policy))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class PatchEmbed(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(cfg.in_chans, cfg.embed_dim, kernel_size=cfg.patch_size, stride=cfg.patch_size)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.proj(x).flatten(2).transpose(1, 2)
+
+
+class PredictorLG(nn.Module):
+    """The paper's prediction module: per-token local features beside a global feature pooled over the
+    tokens still kept, then an MLP to log-probabilities [keep, drop]."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.in_conv = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, dim), nn.GELU())
+        self.out_conv = nn.Sequential(
+            nn.Linear(dim, dim // 2),
+            nn.GELU(),
+            nn.Linear(dim // 2, dim // 4),
+            nn.GELU(),
+            nn.Linear(dim // 4, 2),
+            nn.LogSoftmax(dim=-1),
+        )
+
+    def forward(self, x: Tensor, policy: Tensor | None = None) -> Tensor:
+        """x [B, N, C] patch tokens; policy [B, N, 1] current keep mask, None when every token is kept
+        (inference after a physical gather). Returns [B, N, 2] log-probabilities."""
+        x = self.in_conv(x)
+        B, N, C = x.shape
+        local_x, global_x = x[:, :, : C // 2], x[:, :, C // 2 :]
+        if policy is None:
+            pooled = global_x.mean(dim=1, keepdim=True)
+        else:
+            pooled = (global_x * policy).sum(dim=1, keepdim=True) / policy.sum(dim=1, keepdim=True)
+        x = torch.cat([local_x, pooled.expand(B, N, C // 2)], dim=-1)
+        return self.out_conv(x)
+
+
+def gumbel_hard_keep(log_probs: Tensor, noise: Tensor | None = None, tau: float = 1.0) -> Tensor:
+    """Hard Gumbel-softmax keep decision [B, N, 1] with the straight-through gradient.
+
+    `noise` (Gumbel samples shaped like log_probs) may be given so that distributed ranks reproduce
+    exactly the draws of a single-process run; otherwise it is drawn here.
+    """
+    if noise is None:
+        noise = -torch.empty_like(log_probs).exponential_().log()
+    soft = ((log_probs + noise) / tau).softmax(dim=-1)
+    hard = F.one_hot(soft.argmax(dim=-1), num_classes=2).to(soft.dtype)
+    return (hard - soft.detach() + soft)[:, :, 0:1]
+
+
+def select_tokens(tokens: Tensor, keep_scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """Keep the class token and the k highest-scoring patch tokens, in descending score order.
+
+    tokens [B, N+1, C], keep_scores [B, N]. Returns kept tokens [B, k+1, C] and the kept patch indices
+    [B, k]. TopK (not the official argsort, which does not export cleanly) then one batched gather:
+    the exact pattern the TensorRT plugin pass looks for and replaces.
+    """
+    B, _, C = tokens.shape
+    idx = torch.topk(keep_scores, k, dim=1, largest=True, sorted=True).indices
+    rows = torch.cat([torch.zeros_like(idx[:, :1]), idx + 1], dim=1)
+    kept = torch.gather(tokens, 1, rows.unsqueeze(-1).expand(B, k + 1, C))
+    return kept, idx
+
+
+@dataclass
+class TrainOutput:
+    logits: Tensor
+    tokens: Tensor  # final normed patch tokens [B, N, C] (no physical pruning while training)
+    keep_mask: Tensor  # last stage's keep decision [B, N, 1], detached
+    decisions: list[Tensor]  # each stage's keep decision [B, N]
+
+
+@dataclass
+class InferenceOutput:
+    logits: Tensor
+    kept_indices: list[Tensor]  # per stage [B, k_i], indices into that stage's input patch tokens
+    kept_patch_ids: list[Tensor]  # per stage [B, k_i], positions in the original patch grid
+    stage_tokens: list[Tensor]  # tokens at each stage boundary: input of stage i
+
+
+class DynamicViT(nn.Module):
+    """ViT with prediction modules before `pruning_loc` blocks; with no pruning locations it is the dense
+    teacher, whose state dict is a plain timm ViT's."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        C = cfg.embed_dim
+        self.patch_embed = PatchEmbed(cfg)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, C))
+        self.pos_embed = nn.Parameter(torch.zeros(1, cfg.num_patches + 1, C))
+        dpr = torch.linspace(0, cfg.drop_path_rate, cfg.depth).tolist()
+        self.blocks = nn.ModuleList(
+            Block(C, cfg.num_heads, cfg.mlp_ratio, cfg.qkv_bias, dpr[i]) for i in range(cfg.depth)
+        )
+        self.norm = nn.LayerNorm(C, eps=1e-6)
+        self.head = nn.Linear(C, cfg.num_classes)
+        self.score_predictor = nn.ModuleList(PredictorLG(C) for _ in cfg.pruning_loc)
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        nn.init.trunc_normal_(self.cls_token, std=0.02)
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:
+        if isinstance(m, nn.Linear):
+            nn.init.trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+    def no_weight_decay(self) -> set[str]:
+        return {"pos_embed", "cls_token"}
+
+    # ---- stage functions: export traces exactly these ----
+    def embed(self, images: Tensor) -> Tensor:
+        x = self.patch_embed(images)
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+        return x + self.pos_embed
+
+    def stage_bounds(self) -> list[tuple[int, int]]:
+        """Block ranges [start, end) of each stage: stage 0 ends at the first pruning point."""
+        edges = [0, *self.cfg.pruning_loc, self.cfg.depth]
+        return list(zip(edges[:-1], edges[1:]))
+
+    def run_blocks(self, x: Tensor, start: int, end: int, policy: Tensor | None = None) -> Tensor:
+        for blk in self.blocks[start:end]:
+            x = blk(x, policy)
+        return x
+
+    def keep_scores(self, stage: int, tokens: Tensor) -> Tensor:
+        """Keep log-probability [B, N] of each patch token at pruning stage `stage` (1-based)."""
+        return self.score_predictor[stage - 1](tokens[:, 1:])[:, :, 0]
+
+    def classify(self, x: Tensor) -> Tensor:
+        return self.head(self.norm(x)[:, 0])
+
+    # ---- whole-model passes ----
+    def forward(self, images: Tensor, gumbel_noise: list[Tensor] | None = None) -> Tensor | TrainOutput:
+        if self.training:
+            return self.forward_train(images, gumbel_noise)
+        return self.forward_inference(images).logits
+
+    def forward_train(self, images: Tensor, gumbel_noise: list[Tensor] | None = None) -> TrainOutput:
+        """Soft pruning: Gumbel decisions mask attention; no token is removed, so shapes stay fixed."""
+        x = self.embed(images)
+        B, N = x.shape[0], self.cfg.num_patches
+        prev = x.new_ones(B, N, 1)
+        policy: Tensor | None = None
+        decisions: list[Tensor] = []
+        for s, (start, end) in enumerate(self.stage_bounds()):
+            if s > 0:
+                log_probs = self.score_predictor[s - 1](x[:, 1:], prev)
+                noise = gumbel_noise[s - 1] if gumbel_noise is not None else None
+                prev = gumbel_hard_keep(log_probs, noise) * prev
+                decisions.append(prev.reshape(B, N))
+                policy = torch.cat([x.new_ones(B, 1, 1), prev], dim=1)
+            x = self.run_blocks(x, start, end, policy)
+        x = self.norm(x)
+        return TrainOutput(self.head(x[:, 0]), x[:, 1:], prev.detach(), decisions)
+
+    def forward_teacher(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """Dense pass returning logits and final normed patch tokens: the distillation targets."""
+        x = self.run_blocks(self.embed(images), 0, self.cfg.depth)
+        x = self.norm(x)
+        return self.head(x[:, 0]), x[:, 1:]
+
+    def forward_inference(self, images: Tensor) -> InferenceOutput:
+        """Hard pruning with static top-k: the computation the exported graphs and engines perform."""
+        x = self.embed(images)
+        B = x.shape[0]
+        patch_ids = torch.arange(self.cfg.num_patches, device=x.device).expand(B, -1)
+        kept_idx: list[Tensor] = []
+        kept_ids: list[Tensor] = []
+        stage_tokens: list[Tensor] = []
+        for s, (start, end) in enumerate(self.stage_bounds()):
+            if s > 0:
+                k = self.cfg.keep_counts[s - 1]
+                x, idx = select_tokens(x, self.keep_scores(s, x), k)
+                patch_ids = torch.gather(patch_ids, 1, idx)
+                kept_idx.append(idx)
+                kept_ids.append(patch_ids)
+            stage_tokens.append(x)
+            x = self.run_blocks(x, start, end)
+        return InferenceOutput(self.classify(x), kept_idx, kept_ids, stage_tokens)
+
+    def predictor_parameters(self) -> list[nn.Parameter]:
+        return list(self.score_predictor.parameters())
+
+    def backbone_parameters(self) -> list[nn.Parameter]:
+        ids = {id(p) for p in self.predictor_parameters()}
+        return [p for p in self.parameters() if id(p) not in ids]
+
+
+def build_model(cfg: ModelConfig) -> DynamicViT:
+    return DynamicViT(cfg)
