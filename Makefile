@@ -52,8 +52,35 @@ lint: setup
 typecheck: setup
 	$(VENV)/bin/mypy pipeline
 
+# The shipped teacher: `make teacher` retrains it (about 30-40 min on 2 CPU cores) and replaces the checkpoint.
+TEACHER_CKPT ?= checkpoints/fmnist_tiny_teacher.pt
+TEACHER_THREADS ?= 2
+TEACHER_ARGS ?= --mode teacher --model fmnist_tiny --epochs 15 --batch-size 128 --lr 1e-3 --weight-decay 0.05 --warmup-epochs 1 --label-smoothing 0.1 --seed 0 --threads $(TEACHER_THREADS)
+teacher: setup
+	$(DVIT) train $(TEACHER_ARGS) --out $(RUNS)/teacher
+	mkdir -p checkpoints && cp $(RUNS)/teacher/model.pt $(TEACHER_CKPT).tmp && mv $(TEACHER_CKPT).tmp $(TEACHER_CKPT)
+	cp $(RUNS)/teacher/metrics.json checkpoints/fmnist_tiny_teacher.metrics.json
+
 clean:
 	rm -rf build $(RUNS)
 
 # >>> plugins (owned by plugins/)
+# `make plugins`: CUDA kernel library always, TensorRT plugin libraries when TensorRT (>= 10) headers are found.
+#   TENSORRT_ROOT=<prefix with include/>   CUDA_ARCHS="87" (overrides DVIT_TARGET)   DVIT_TARGET=xavier|orin|thor|desktop|native
+# `make bench-plugins`: times the kernel against torch.topk + gather (needs a CUDA GPU; says so and exits 0 without).
+PLUGINS_BUILD ?= build/plugins
+PLUGINS_JOBS ?= 2
+DVIT_TARGET ?= desktop
+TENSORRT_ROOT ?=
+CUDA_ARCHS ?=
+.PHONY: bench-plugins
+
+plugins:
+	cmake -S plugins -B $(PLUGINS_BUILD) -DCMAKE_BUILD_TYPE=Release -DDVIT_TARGET=$(DVIT_TARGET) \
+		$(if $(TENSORRT_ROOT),-DTENSORRT_ROOT=$(TENSORRT_ROOT)) \
+		$(if $(CUDA_ARCHS),"-DCMAKE_CUDA_ARCHITECTURES=$(CUDA_ARCHS)",-UCMAKE_CUDA_ARCHITECTURES)
+	cmake --build $(PLUGINS_BUILD) -j $(PLUGINS_JOBS)
+
+bench-plugins: plugins $(STAMP)
+	$(PY) benchmarks/bench_topk_gather.py --lib $(PLUGINS_BUILD)/libdvit_topk_gather_kernel.so
 # <<< plugins

@@ -149,7 +149,12 @@ def select_tokens(tokens: Tensor, keep_scores: Tensor, k: int) -> tuple[Tensor, 
     the exact pattern the TensorRT plugin pass looks for and replaces.
     """
     B, _, C = tokens.shape
-    idx = torch.topk(keep_scores, k, dim=1, largest=True, sorted=True).indices
+    if torch.onnx.is_in_onnx_export():
+        idx = torch.topk(keep_scores, k, dim=1, largest=True, sorted=True).indices
+    else:
+        # Same result, but ties go to the lower index as ONNX TopK (and the plugin) specify; torch.topk leaves
+        # tie order undefined, and a trained predictor's saturated log-probabilities tie exactly at 0.0.
+        idx = torch.sort(keep_scores, dim=1, descending=True, stable=True).indices[:, :k]
     rows = torch.cat([torch.zeros_like(idx[:, :1]), idx + 1], dim=1)
     kept = torch.gather(tokens, 1, rows.unsqueeze(-1).expand(B, k + 1, C))
     return kept, idx

@@ -1,0 +1,74 @@
+"""The DynamicViT objective (paper Eq. 11-14; official losses.DistillDiffPruningLoss_dynamic with dynamic=False).
+
+loss = ce * CE(student, y)
+     + distill_kl * KL(teacher || student) over class probabilities (batchmean, as F.kl_div computes it)
+     + distill_token * MSE(student tokens, teacher tokens) over the tokens the student keeps
+     + ratio * mean over stages of mean over samples of (mean keep decision - target ratio)^2
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .config import LossWeights
+from .model import TrainOutput
+
+
+@dataclass
+class LossTerms:
+    total: Tensor
+    ce: Tensor
+    distill_kl: Tensor
+    distill_token: Tensor
+    ratio: Tensor
+
+    def as_floats(self) -> dict[str, float]:
+        return {k: float(getattr(self, k).detach()) for k in ("total", "ce", "distill_kl", "distill_token", "ratio")}
+
+
+def keep_ratio_loss(decisions: list[Tensor], targets: list[float]) -> Tensor:
+    """Per-sample kept fraction against each stage's target, averaged over stages."""
+    if not decisions:
+        raise ValueError("keep_ratio_loss needs at least one pruning stage")
+    per_stage = [((d.mean(dim=1) - t) ** 2).mean() for d, t in zip(decisions, targets)]
+    return torch.stack(per_stage).mean()
+
+
+def distill_kl_loss(student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
+    return F.kl_div(
+        F.log_softmax(student_logits, dim=-1),
+        F.log_softmax(teacher_logits, dim=-1),
+        reduction="batchmean",
+        log_target=True,
+    )
+
+
+def token_distill_loss(student_tokens: Tensor, teacher_tokens: Tensor, keep_mask: Tensor) -> Tensor:
+    """MSE over the tokens still kept at the end; zero when nothing is kept."""
+    B, N, C = student_tokens.shape
+    keep = keep_mask.reshape(B * N) > 0.5
+    if not bool(keep.any()):
+        return student_tokens.new_zeros(())
+    s = student_tokens.reshape(B * N, C)[keep]
+    t = teacher_tokens.reshape(B * N, C)[keep]
+    return ((s - t) ** 2).mean()
+
+
+def dynamicvit_loss(
+    out: TrainOutput,
+    labels: Tensor,
+    teacher_logits: Tensor,
+    teacher_tokens: Tensor,
+    stage_ratios: list[float],
+    weights: LossWeights,
+    label_smoothing: float = 0.0,
+) -> LossTerms:
+    ce = F.cross_entropy(out.logits, labels, label_smoothing=label_smoothing)
+    kl = distill_kl_loss(out.logits, teacher_logits)
+    tok = token_distill_loss(out.tokens, teacher_tokens, out.keep_mask)
+    ratio = keep_ratio_loss(out.decisions, stage_ratios)
+    total = weights.ce * ce + weights.distill_kl * kl + weights.distill_token * tok + weights.ratio * ratio
+    return LossTerms(total, ce, kl, tok, ratio)

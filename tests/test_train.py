@@ -1,0 +1,114 @@
+"""Training: resume is exact, distributed runs reproduce a single process, evaluation measures FLOPs."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from pipeline.checkpoint import load_model, read_checkpoint, save_checkpoint
+from pipeline.config import ModelConfig, TrainConfig
+from pipeline.data import load_fashion_mnist
+from pipeline.evaluate import count_flops, evaluate
+from pipeline.model import DynamicViT
+from pipeline.train import lr_factor, train
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ModelConfig("tiny", img_size=28, patch_size=4, in_chans=1, num_classes=10, embed_dim=32, depth=4,
+                   num_heads=2, pruning_loc=(1, 2, 3), keep_ratio=0.7)
+QUICK = dict(batch_size=32, max_steps_per_epoch=3, train_subset=256, eval_subset=64, lr=1e-3, warmup_epochs=0.5)
+
+
+@pytest.fixture(scope="module")
+def teacher_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("teacher") / "teacher.pt"
+    save_checkpoint(path, DynamicViT(TINY.as_dense()))
+    return path
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return read_checkpoint(path)["model"]
+
+
+def test_resume_continues_exactly_where_it_stopped(tmp_path: Path, teacher_ckpt: Path) -> None:
+    cfg = TrainConfig(epochs=3, **QUICK)
+    train(TINY, cfg, tmp_path / "a", teacher_path=str(teacher_ckpt), progress=False)
+    train(TINY, cfg, tmp_path / "b", teacher_path=str(teacher_ckpt), progress=False, stop_after_epochs=1)
+    assert not (tmp_path / "b" / "model.pt").exists()  # stopped early: no final checkpoint yet
+    assert read_checkpoint(tmp_path / "b" / "last.pt")["epoch"] == 0
+    train(TINY, cfg, tmp_path / "b", teacher_path=str(teacher_ckpt), progress=False, resume=True)
+    a, b = _weights(tmp_path / "a" / "model.pt"), _weights(tmp_path / "b" / "model.pt")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    hist = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    assert [h["epoch"] for h in hist] == [1, 2, 3]
+    assert (tmp_path / "b" / "metrics.csv").read_text().splitlines()[0].startswith("epoch")
+
+
+def test_student_learns_its_keep_ratio(tmp_path: Path, teacher_ckpt: Path) -> None:
+    cfg = TrainConfig(epochs=3, **{**QUICK, "max_steps_per_epoch": 8, "lr": 1e-2})
+    res = train(TINY, cfg, tmp_path / "s", teacher_path=str(teacher_ckpt), progress=False)
+    hist = res["history"]
+    # Random predictors keep about half the tokens per stage; the ratio loss must pull that toward rho^k.
+    assert hist[-1]["train_ratio"] < hist[0]["first_step"]["ratio"]
+    model = load_model(tmp_path / "s" / "model.pt")
+    assert model.cfg == TINY
+
+
+def _torchrun(args: list[str], nproc: int) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "pipeline.cli", "train", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+
+
+@pytest.mark.parametrize("mode", ["teacher", "student"])
+def test_two_process_ddp_matches_one_process(tmp_path: Path, teacher_ckpt: Path, mode: str) -> None:
+    common = ["--model", "fmnist_tiny", "--epochs", "1", "--batch-size", "32", "--max-steps-per-epoch", "2",
+              "--train-subset", "256", "--eval-subset", "64", "--no-progress", "--seed", "3", "--threads", "1"]
+    if mode == "student":
+        t = tmp_path / "t.pt"
+        torch.manual_seed(0)
+        from pipeline.config import model_config
+
+        save_checkpoint(t, DynamicViT(model_config("fmnist_tiny", dense=True)))
+        common += ["--mode", "student", "--teacher", str(t)]
+    else:
+        common += ["--mode", "teacher"]
+    runs = {}
+    for n in (1, 2):
+        out = tmp_path / f"w{n}"
+        r = _torchrun([*common, "--out", str(out)], n)
+        assert r.returncode == 0, r.stderr[-2000:]
+        runs[n] = (json.loads((out / "metrics.json").read_text())[0], _weights(out / "model.pt"))
+    (m1, w1), (m2, w2) = runs[1], runs[2]
+    # Same global batch, same augmentation, same Gumbel draws: the per-sample-mean terms agree.
+    for term in ("ce", "distill_kl", "ratio"):
+        if term in m1["first_step"]:
+            assert m2["first_step"][term] == pytest.approx(m1["first_step"][term], rel=1e-5, abs=1e-6), term
+    if mode == "teacher":  # a pure per-sample mean: gradients, hence weights, agree as well
+        for k in w1:
+            torch.testing.assert_close(w2[k], w1[k], atol=1e-5, rtol=1e-4)
+
+
+def test_lr_schedule_warms_up_then_decays_to_floor() -> None:
+    f = [lr_factor(s, 100, 10, 1e-3, 1e-5) for s in range(100)]
+    assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(f[10:], f[11:]))
+    assert lr_factor(100, 100, 10, 1e-3, 1e-5) == pytest.approx(1e-2)
+
+
+def test_pruned_model_measures_fewer_flops() -> None:
+    torch.manual_seed(0)
+    dense, pruned = DynamicViT(TINY.as_dense()), DynamicViT(TINY)
+    ratio = count_flops(pruned) / count_flops(dense)
+    # tokens through blocks 0..3: 50, 35, 25, 17 of 50 each, plus three prediction modules
+    assert 0.5 < ratio < 0.75
+    r = evaluate(pruned, load_fashion_mnist("test").subset(64), speed=False)
+    assert r["images"] == 64 and 0 <= r["top1"] <= r["top5"] <= 100
