@@ -7,6 +7,7 @@ those seams: the ONNX subgraphs and this module must compute the same thing.
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import torch
@@ -114,9 +115,9 @@ class PredictorLG(nn.Module):
             nn.LogSoftmax(dim=-1),
         )
 
-    def forward(self, x: Tensor, policy: Tensor | None = None) -> Tensor:
+    def logits(self, x: Tensor, policy: Tensor | None = None) -> Tensor:
         """x [B, N, C] patch tokens; policy [B, N, 1] current keep mask, None when every token is kept
-        (inference after a physical gather). Returns [B, N, 2] log-probabilities."""
+        (inference after a physical gather). Returns [B, N, 2] unnormalised [keep, drop] logits."""
         x = self.in_conv(x)
         B, N, C = x.shape
         local_x, global_x = x[:, :, : C // 2], x[:, :, C // 2 :]
@@ -125,7 +126,22 @@ class PredictorLG(nn.Module):
         else:
             pooled = (global_x * policy).sum(dim=1, keepdim=True) / policy.sum(dim=1, keepdim=True)
         x = torch.cat([local_x, pooled.expand(B, N, C // 2)], dim=-1)
-        return self.out_conv(x)
+        return self.out_conv[:-1](x)
+
+    def forward(self, x: Tensor, policy: Tensor | None = None) -> Tensor:
+        """[B, N, 2] log-probabilities [keep, drop], as the official module returns."""
+        return self.out_conv[-1](self.logits(x, policy))
+
+    def keep_margin(self, x: Tensor) -> Tensor:
+        """[B, N] logit margin keep - drop: the inference ranking score.
+
+        log p(keep) = -softplus(drop - keep) is strictly increasing in this margin, so top-k over it selects
+        what the official top-k over log p(keep) selects, except that log-softmax rounds every confident
+        token's log p(keep) to exactly 0.0 in float32 (and sooner in float16), turning the ranking into a tie
+        broken by token index. The margin keeps those tokens ordered.
+        """
+        lg = self.logits(x)
+        return lg[:, :, 0] - lg[:, :, 1]
 
 
 def gumbel_hard_keep(log_probs: Tensor, noise: Tensor | None = None, tau: float = 1.0) -> Tensor:
@@ -220,7 +236,7 @@ class DynamicViT(nn.Module):
     def stage_bounds(self) -> list[tuple[int, int]]:
         """Block ranges [start, end) of each stage: stage 0 ends at the first pruning point."""
         edges = [0, *self.cfg.pruning_loc, self.cfg.depth]
-        return list(zip(edges[:-1], edges[1:]))
+        return list(itertools.pairwise(edges))
 
     def run_blocks(self, x: Tensor, start: int, end: int, policy: Tensor | None = None) -> Tensor:
         for blk in self.blocks[start:end]:
@@ -228,8 +244,9 @@ class DynamicViT(nn.Module):
         return x
 
     def keep_scores(self, stage: int, tokens: Tensor) -> Tensor:
-        """Keep log-probability [B, N] of each patch token at pruning stage `stage` (1-based)."""
-        return self.score_predictor[stage - 1](tokens[:, 1:])[:, :, 0]
+        """Keep score [B, N] of each patch token at pruning stage `stage` (1-based): the keep-drop logit
+        margin, a monotone (tie-free) form of the keep log-probability; see PredictorLG.keep_margin."""
+        return self.score_predictor[stage - 1].keep_margin(tokens[:, 1:])
 
     def classify(self, x: Tensor) -> Tensor:
         return self.head(self.norm(x)[:, 0])

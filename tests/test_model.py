@@ -162,14 +162,33 @@ def test_dense_teacher_matches_timm_vision_transformer() -> None:
 @pytest.mark.parametrize(
     "change, message",
     [
-        (dict(keep_ratio=0.0), "outside (0, 1]"),
-        (dict(keep_ratio=1.5), "outside (0, 1]"),
-        (dict(pruning_loc=(1, 2, 7)), "beyond the model's depth"),
-        (dict(pruning_loc=(2, 1)), "strictly increasing"),
-        (dict(keep_ratio=0.01), "keeps zero"),
-        (dict(num_heads=5), "not divisible"),
+        ({"keep_ratio": 0.0}, "outside (0, 1]"),
+        ({"keep_ratio": 1.5}, "outside (0, 1]"),
+        ({"pruning_loc": (1, 2, 7)}, "beyond the model's depth"),
+        ({"pruning_loc": (2, 1)}, "strictly increasing"),
+        ({"keep_ratio": 0.01}, "keeps zero"),
+        ({"num_heads": 5}, "not divisible"),
     ],
 )
 def test_bad_config_is_one_clear_error(change: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)").replace("]", r"\]")):
         TINY.replace(**change)
+
+
+def test_keep_margin_ranks_like_the_keep_log_probability_without_saturated_ties() -> None:
+    torch.manual_seed(0)
+    pred = PredictorLG(32).eval()
+    with torch.no_grad():
+        pred.out_conv[4].weight.mul_(50.0)  # trained-like spread of margins
+        pred.out_conv[4].bias.copy_(torch.tensor([40.0, 0.0]))  # a confident predictor: keep >> drop
+        x = torch.randn(2, 20, 32)
+        logp_keep = pred(x)[:, :, 0]
+        margin = pred.keep_margin(x)
+    assert (logp_keep == 0.0).all()  # log-softmax saturates: every token ties at exactly 0.0
+    assert len(margin[0].unique()) == 20  # the margin still orders them
+    # Unsaturated, the two scores give the same order, and log p(keep) = -softplus(-margin).
+    with torch.no_grad():
+        pred.out_conv[4].bias.zero_()
+        logp_keep, margin = pred(x)[:, :, 0], pred.keep_margin(x)
+    torch.testing.assert_close(logp_keep, -torch.nn.functional.softplus(-margin), atol=1e-6, rtol=1e-5)
+    assert torch.equal(logp_keep.argsort(dim=1, descending=True), margin.argsort(dim=1, descending=True))
