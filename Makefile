@@ -28,8 +28,10 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(if $(filter 1,$(SYSTEM_SITE_PACKAGES)),--system-site-packages) $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[dev]"
-	# The stubs declare `tensorrt` as a dependency, whose PyPI package only fetches from NVIDIA's host: type stubs alone.
-	$(PY) -m pip install -q --no-deps $(TENSORRT_STUBS)
+	# TensorRT type stubs for mypy only, kept out of site-packages: installed there they make `import tensorrt`
+	# succeed as an empty namespace package, and tools that probe for TensorRT (ModelOpt) then break. --no-deps:
+	# the stubs declare `tensorrt`, whose PyPI package only fetches from NVIDIA's host.
+	$(PY) -m pip install -q --no-deps --target $(VENV)/typing-stubs $(TENSORRT_STUBS)
 	touch $(STAMP)
 
 data:
