@@ -133,13 +133,13 @@ def _load_image(path: Path, in_chans: int, img_size: int) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as im:
-            im = im.convert("L" if in_chans == 1 else "RGB")
+        with Image.open(path) as src:
+            im = src.convert("L" if in_chans == 1 else "RGB")
             if im.size != (img_size, img_size):
                 # Resize the short side, then centre-crop: the usual evaluation transform.
                 w, h = im.size
                 s = img_size / min(w, h)
-                im = im.resize((max(img_size, round(w * s)), max(img_size, round(h * s))), Image.BILINEAR)
+                im = im.resize((max(img_size, round(w * s)), max(img_size, round(h * s))), Image.Resampling.BILINEAR)
                 w, h = im.size
                 left, top = (w - img_size) // 2, (h - img_size) // 2
                 im = im.crop((left, top, left + img_size, top + img_size))

@@ -24,7 +24,7 @@ def ensure_writable_dir(path: Path) -> None:
         raise DvitError(f"output directory {path} is not writable: choose a writable --out")
 
 
-def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], None]) -> Path:
+def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], object]) -> Path:
     """Call write(tmp_path) and move the result onto `path` only if it succeeded."""
     path = Path(path)
     ensure_writable_dir(path.parent)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -246,7 +247,8 @@ class DynamicViT(nn.Module):
     def keep_scores(self, stage: int, tokens: Tensor) -> Tensor:
         """Keep score [B, N] of each patch token at pruning stage `stage` (1-based): the keep-drop logit
         margin, a monotone (tie-free) form of the keep log-probability; see PredictorLG.keep_margin."""
-        return self.score_predictor[stage - 1].keep_margin(tokens[:, 1:])
+        predictor = cast(PredictorLG, self.score_predictor[stage - 1])
+        return predictor.keep_margin(tokens[:, 1:])
 
     def classify(self, x: Tensor) -> Tensor:
         return self.head(self.norm(x)[:, 0])
