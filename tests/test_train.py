@@ -101,7 +101,7 @@ def test_two_process_ddp_matches_one_process(tmp_path: Path, teacher_ckpt: Path,
 def test_lr_schedule_warms_up_then_decays_to_floor() -> None:
     f = [lr_factor(s, 100, 10, 1e-3, 1e-5) for s in range(100)]
     assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0)
-    assert all(a >= b for a, b in itertools.pairwise(f))
+    assert all(a >= b for a, b in itertools.pairwise(f[10:]))  # non-increasing after warm-up
     assert lr_factor(100, 100, 10, 1e-3, 1e-5) == pytest.approx(1e-2)
 
 
