@@ -128,5 +128,28 @@ def init_from_pretrained(model: DynamicViT, path: str | os.PathLike[str]) -> lis
     Prediction modules may be missing (a dense teacher or timm ViT initialises the student); timm's
     distillation token / head_dist of DeiT-distilled models are refused with a clear error by the strict check.
     """
-    sd = extract_state_dict(read_checkpoint(path))
-    return load_weights(model, sd, allow_missing=("score_predictor.",), source=f"checkpoint {path}")
+    if str(path).startswith("timm:"):
+        sd, source = timm_pretrained_state_dict(str(path)[len("timm:") :]), f"timm model {str(path)[5:]}"
+    else:
+        sd, source = extract_state_dict(read_checkpoint(path)), f"checkpoint {path}"
+    return load_weights(model, sd, allow_missing=("score_predictor.",), source=source)
+
+
+def timm_pretrained_state_dict(name: str) -> dict[str, torch.Tensor]:
+    """timm's own pretrained weights: a download, made only when the user names `timm:<model>` explicitly."""
+    import timm
+
+    try:
+        model = timm.create_model(name, pretrained=True)
+    except RuntimeError as e:
+        if "Unknown model" in str(e):
+            raise CheckpointError(f"timm has no model '{name}': see timm.list_models('deit*')") from e
+        raise CheckpointError(
+            f"could not download timm weights for '{name}' ({e}): pass a local checkpoint file to --init-from"
+        ) from e
+    except OSError as e:  # no network, hub unreachable
+        raise CheckpointError(
+            f"could not download timm weights for '{name}' ({type(e).__name__}): this machine cannot reach the "
+            "Hugging Face hub; pass a local checkpoint file to --init-from"
+        ) from e
+    return model.state_dict()

@@ -315,7 +315,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output directory: last.pt (resumable), model.pt, metrics.json/.csv")
     p.add_argument("--data", default=None, help="'fashion-mnist' (default), a directory of idx.gz files, an ImageFolder, or train/+val/ folders")
     p.add_argument("--teacher", help="dense teacher checkpoint (ours) for distillation; its weights also initialise the student")
-    p.add_argument("--init-from", help="initial weights: official DynamicViT, timm/DeiT or dvit-edge checkpoint")
+    p.add_argument("--init-from", help="initial weights: an official DynamicViT, timm/DeiT or dvit-edge checkpoint file, or "
+                   "timm:<model> to download timm's pretrained weights (only then is the network used)")
     p.add_argument("--keep-ratio", type=float, default=None, help="rho: stages keep rho, rho^2, rho^3 of the tokens (default 0.7)")
     p.add_argument("--pruning-loc", type=_floats, default=None, help="blocks before which to prune, e.g. 3,6,9 (default: quarters of the depth)")
     d = TrainConfig()

@@ -175,3 +175,8 @@ def test_cli_reports_bad_input_in_one_line(tmp_path: Path) -> None:
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0 and "outside (0, 1]" in r.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_unknown_timm_model_is_one_clear_error() -> None:
+    with pytest.raises(CheckpointError, match="timm has no model 'no_such_vit'"):
+        init_from_pretrained(DynamicViT(TINY), "timm:no_such_vit")
