@@ -30,6 +30,7 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], object]) 
     ensure_writable_dir(path.parent)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes the file private; artifacts get the usual permissions
     try:
         write(Path(tmp))
         os.replace(tmp, path)
@@ -38,6 +39,12 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], object]) 
             os.unlink(tmp)
         raise
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
@@ -56,6 +63,7 @@ def atomic_dir(path: str | os.PathLike[str], overwrite: bool = True) -> Iterator
     if path.exists() and not overwrite:
         raise DvitError(f"{path} already exists: remove it or pass --overwrite")
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    os.chmod(tmp, 0o777 & ~_umask())
     try:
         yield tmp
         if path.exists():

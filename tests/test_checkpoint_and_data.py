@@ -180,3 +180,20 @@ def test_cli_reports_bad_input_in_one_line(tmp_path: Path) -> None:
 def test_unknown_timm_model_is_one_clear_error() -> None:
     with pytest.raises(CheckpointError, match="timm has no model 'no_such_vit'"):
         init_from_pretrained(DynamicViT(TINY), "timm:no_such_vit")
+
+
+def test_atomic_artifacts_get_the_usual_permissions(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    from pipeline.io import atomic_dir, atomic_write_text
+
+    mask = os.umask(0o022)
+    try:
+        f = atomic_write_text(tmp_path / "a.json", "{}")
+        with atomic_dir(tmp_path / "d") as d:
+            (d / "x").write_text("x")
+    finally:
+        os.umask(mask)
+    assert stat.S_IMODE(f.stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == 0o755
