@@ -161,7 +161,7 @@ def model_config(
 
 @dataclass
 class LossWeights:
-    """The paper's objective: CE + 0.5 KL(student||teacher) + 0.5 token MSE + 2.0 keep-ratio loss."""
+    """The paper's objective: CE + 0.5 KL(teacher||student) + 0.5 token MSE + 2.0 keep-ratio loss (see losses.py)."""
 
     ce: float = 1.0
     distill_kl: float = 0.5

@@ -227,7 +227,7 @@ def train(
                     lt = dynamicvit_loss(o, y, t_logits, t_tokens, model_cfg.stage_ratios, cfg.loss, cfg.label_smoothing)
                     loss = lt.total
                     terms = {k: v.detach() for k, v in vars(lt).items()}
-                    terms["kept"] = torch.stack([d.mean() for d in o.decisions]).detach()[-1]
+                    terms["kept"] = o.decisions[-1].mean().detach()  # last stage's kept fraction
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.clip_grad > 0:
@@ -301,7 +301,7 @@ def _write_logs(out: Path, history: list[dict[str, Any]]) -> None:
 
 
 # ---------------- CLI ----------------
-def _floats(s: str) -> tuple[int, ...]:
+def _block_indices(s: str) -> tuple[int, ...]:
     try:
         return tuple(int(v) for v in s.split(",") if v.strip())
     except ValueError:
@@ -318,7 +318,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--init-from", help="initial weights: an official DynamicViT, timm/DeiT or dvit-edge checkpoint file, or "
                    "timm:<model> to download timm's pretrained weights (only then is the network used)")
     p.add_argument("--keep-ratio", type=float, default=None, help="rho: stages keep rho, rho^2, rho^3 of the tokens (default 0.7)")
-    p.add_argument("--pruning-loc", type=_floats, default=None, help="blocks before which to prune, e.g. 3,6,9 (default: quarters of the depth)")
+    p.add_argument("--pruning-loc", type=_block_indices, default=None, help="blocks before which to prune, e.g. 3,6,9 (default: quarters of the depth)")
     d = TrainConfig()
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="global batch, split over torchrun processes")
