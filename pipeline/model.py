@@ -190,7 +190,9 @@ class InferenceOutput:
     logits: Tensor
     kept_indices: list[Tensor]  # per stage [B, k_i], indices into that stage's input patch tokens
     kept_patch_ids: list[Tensor]  # per stage [B, k_i], positions in the original patch grid
-    stage_tokens: list[Tensor]  # tokens at each stage boundary: input of stage i
+    # What enters each exported stage graph: the images, then the tokens before each pruning point
+    # (stage graph i >= 1 does its own selection): tokens_1 .. tokens_S of the graphs' interface.
+    stage_inputs: list[Tensor]
 
 
 class DynamicViT(nn.Module):
@@ -290,17 +292,17 @@ class DynamicViT(nn.Module):
         patch_ids = torch.arange(self.cfg.num_patches, device=x.device).expand(B, -1)
         kept_idx: list[Tensor] = []
         kept_ids: list[Tensor] = []
-        stage_tokens: list[Tensor] = []
+        stage_inputs: list[Tensor] = [images]
         for s, (start, end) in enumerate(self.stage_bounds()):
             if s > 0:
+                stage_inputs.append(x)
                 k = self.cfg.keep_counts[s - 1]
                 x, idx = select_tokens(x, self.keep_scores(s, x), k)
                 patch_ids = torch.gather(patch_ids, 1, idx)
                 kept_idx.append(idx)
                 kept_ids.append(patch_ids)
-            stage_tokens.append(x)
             x = self.run_blocks(x, start, end)
-        return InferenceOutput(self.classify(x), kept_idx, kept_ids, stage_tokens)
+        return InferenceOutput(self.classify(x), kept_idx, kept_ids, stage_inputs)
 
     def predictor_parameters(self) -> list[nn.Parameter]:
         return list(self.score_predictor.parameters())

@@ -250,22 +250,13 @@ def resolve_checkpoint(manifest: dict[str, Any], override: str | None) -> tuple[
 
 
 def reference(model: Any, images: np.ndarray, device: str) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
-    """PyTorch: (logits, kept patch ids per pruning point, the tensor entering each stage graph).
-
-    forward_inference's stage_tokens[i] are the tokens after pruning point i; stage graph i >= 1 starts before
-    it (its selection is inside the graph), so its input is stage i-1's blocks applied to stage_tokens[i-1].
-    """
+    """PyTorch: (logits, kept patch ids per pruning point, the tensor entering each stage graph)."""
     import torch
 
     with torch.no_grad():
-        x = torch.from_numpy(images).to(device)
-        out = model.forward_inference(x)
-        bounds = model.stage_bounds()
-        pre = [x]
-        for i in range(1, len(bounds)):
-            pre.append(model.run_blocks(out.stage_tokens[i - 1], *bounds[i - 1]))
+        out = model.forward_inference(torch.from_numpy(images).to(device))
         to_np = lambda t: t.detach().float().cpu().numpy()
-        return to_np(out.logits), [t.cpu().numpy() for t in out.kept_patch_ids], [to_np(t) for t in pre]
+        return to_np(out.logits), [t.cpu().numpy() for t in out.kept_patch_ids], [to_np(t) for t in out.stage_inputs]
 
 
 REF_CHUNK = 256

@@ -88,7 +88,9 @@ def test_inference_keeps_exactly_int_n_ratio_tokens_and_the_class_token(ratio: f
     x = torch.randn(3, 1, 28, 28)
     with torch.no_grad():
         out = m.forward_inference(x)
-    assert [t.shape[1] for t in out.stage_tokens] == cfg.tokens_per_stage
+    assert out.stage_inputs[0].shape == x.shape
+    # stage graph i >= 1 receives the tokens stage i-1 left: N+1, then k_1+1, ... (its own selection follows)
+    assert [t.shape[1] for t in out.stage_inputs[1:]] == cfg.tokens_per_stage[:-1]
     assert [i.shape for i in out.kept_indices] == [(3, k) for k in cfg.keep_counts]
     with torch.no_grad():
         tokens = m.run_blocks(m.embed(x), 0, cfg.pruning_loc[0])
