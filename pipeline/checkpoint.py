@@ -103,8 +103,11 @@ def config_of(obj: dict[str, Any], path: str | os.PathLike[str]) -> ModelConfig:
     return ModelConfig.from_dict(obj["config"])
 
 
-def load_model(path: str | os.PathLike[str], expect: ModelConfig | None = None) -> DynamicViT:
-    """A model from one of our checkpoints; with `expect`, the checkpoint's architecture must equal it."""
+def load_model(
+    path: str | os.PathLike[str], expect: ModelConfig | None = None, keep_ratio: float | None = None
+) -> DynamicViT:
+    """A model from one of our checkpoints; with `expect`, the checkpoint's architecture must equal it.
+    `keep_ratio` runs the same weights at another ratio (ModelConfig validates it)."""
     obj = read_checkpoint(path)
     cfg = config_of(obj, path)
     if expect is not None and cfg.architecture_key() != expect.architecture_key():
@@ -117,6 +120,8 @@ def load_model(path: str | os.PathLike[str], expect: ModelConfig | None = None) 
         )
     if expect is not None:
         cfg = expect
+    if keep_ratio is not None:
+        cfg = cfg.replace(keep_ratio=float(keep_ratio))
     model = DynamicViT(cfg)
     load_weights(model, extract_state_dict(obj), source=f"checkpoint {path}")
     return model.eval()

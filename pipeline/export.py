@@ -34,7 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from . import onnx_utils, opscan
-from .checkpoint import config_of, extract_state_dict, load_weights, read_checkpoint
+from .checkpoint import load_model
 from .config import ModelConfig
 from .errors import CheckpointError, DataError, DvitError
 from .io import atomic_dir, sha256_file
@@ -203,18 +203,12 @@ def parse_batch_sizes(text: str | Sequence[int]) -> tuple[int, ...]:
 
 def load_student(path: str | Path, keep_ratio: float | None = None) -> DynamicViT:
     """Our checkpoint, optionally at another keep ratio (architecture unchanged; ModelConfig validates it)."""
-    obj = read_checkpoint(path)
-    cfg = config_of(obj, path)
-    if keep_ratio is not None:
-        cfg = cfg.replace(keep_ratio=float(keep_ratio))
-    model = DynamicViT(cfg)
-    load_weights(model, extract_state_dict(obj), source=f"checkpoint {path}")
-    return model.eval()
+    return load_model(path, keep_ratio=keep_ratio)
 
 
 def load_teacher(path: str | Path, student: ModelConfig) -> DynamicViT:
-    obj = read_checkpoint(path)
-    cfg = config_of(obj, path)
+    model = load_model(path)
+    cfg = model.cfg
     if not cfg.is_dense:
         raise CheckpointError(
             f"teacher checkpoint {path} has pruning locations {list(cfg.pruning_loc)}: pass the dense teacher "
@@ -226,9 +220,7 @@ def load_teacher(path: str | Path, student: ModelConfig) -> DynamicViT:
             f"teacher checkpoint {path} differs from the student in {', '.join(mismatch)}: pass the teacher the "
             "student was distilled from"
         )
-    model = DynamicViT(cfg)
-    load_weights(model, extract_state_dict(obj), source=f"teacher checkpoint {path}")
-    return model.eval()
+    return model
 
 
 def verification_images(cfg: ModelConfig, count: int, data: str | None = None) -> tuple[Tensor, str]:
