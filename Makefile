@@ -12,7 +12,7 @@ FMNIST_DIR ?= /usr/share/datasets/fashion-mnist
 RUNS ?= runs
 TENSORRT_STUBS := tensorrt-stubs==10.13.0.35.1
 
-.PHONY: setup data test test-all demo teacher train export precision validate plugin-pass pipeline plugins bench lint typecheck clean help
+.PHONY: setup link-tensorrt-rtx data test test-all demo teacher train export precision validate plugin-pass pipeline plugins bench lint typecheck clean help
 
 help:
 	@echo "make setup     virtual environment with pinned dependencies, and the Fashion-MNIST data"
@@ -28,12 +28,26 @@ setup: $(STAMP) data
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(if $(filter 1,$(SYSTEM_SITE_PACKAGES)),--system-site-packages) $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
+	$(MAKE) --no-print-directory link-tensorrt-rtx
 	# TensorRT type stubs for mypy only, kept out of site-packages: installed there they make `import tensorrt`
 	# succeed as an empty namespace package, and tools that probe for TensorRT (ModelOpt) then break. --no-deps:
 	# the stubs declare `tensorrt`, whose PyPI package only fetches from NVIDIA's host.
 	$(PY) -m pip install -q --no-deps --upgrade --target $(VENV)/typing-stubs $(TENSORRT_STUBS)
 	touch $(STAMP)
+
+# The workstation set. On x86-64 Linux it includes TensorRT for RTX, a real TensorRT builder that needs no GPU to
+# build engines ahead of time (the tests build every engine with it). A Jetson installs `.[device]` instead.
+EXTRAS ?= train,export,dev$(if $(filter x86_64,$(shell uname -m)),$(comma)tensorrt-rtx)
+comma := ,
+
+# TensorRT-RTX's ONNX parser dlopens libtensorrt_rtx.so by its unversioned name when it meets a plugin node; the
+# wheel ships only libtensorrt_rtx.so.1, and without the link the process aborts. The link sits beside the library.
+link-tensorrt-rtx:
+	@$(PY) -c "import importlib.util, pathlib; s = importlib.util.find_spec('tensorrt_rtx_libs'); \
+	d = pathlib.Path(s.submodule_search_locations[0]) if s else None; \
+	l = d / 'libtensorrt_rtx.so' if d else None; \
+	(l.is_symlink() or l.exists() or l.symlink_to('libtensorrt_rtx.so.1')) if d and (d / 'libtensorrt_rtx.so.1').exists() else None"
 
 data:
 	@if [ -f "$(FMNIST_DIR)/train-images-idx3-ubyte.gz" ]; then :; \
@@ -83,7 +97,7 @@ export: setup
 
 precision: setup
 	for p in $(PRECISIONS); do \
-		$(DVIT) precision --export $(RUNS)/export --precision $$p --out $(RUNS)/precision-$${p//,/-} --overwrite || exit 1; \
+		$(DVIT) precision --graphs $(RUNS)/export --precision $$p --out $(RUNS)/precision-$${p//,/-} --overwrite || exit 1; \
 	done
 
 validate: setup

@@ -1,5 +1,8 @@
 """Checkpoints: ours (model config + weights + training state), official DynamicViT, and timm/DeiT.
 
+Every command that takes a checkpoint goes through load_model (and --init-from through init_from_pretrained,
+which shares extract_state_dict and load_weights with it).
+
 Official DynamicViT checkpoints ({'model': state_dict} of VisionTransformerDiffPruning) and timm/DeiT
 state dicts use our parameter names already (see model.py), so loading needs no renaming; only wrapper
 keys and DDP's 'module.' prefix are stripped. A mismatch is reported with the offending keys and shapes.
@@ -97,19 +100,48 @@ def save_checkpoint(path: str | os.PathLike[str], model: DynamicViT, **extra: An
 def config_of(obj: dict[str, Any], path: str | os.PathLike[str]) -> ModelConfig:
     if obj.get("format") != FORMAT or "config" not in obj:
         raise CheckpointError(
-            f"{path} is not a dvit-edge checkpoint (no model config inside): pass --model and load it with "
-            "--init-from (official DynamicViT or timm/DeiT weights)"
+            f"{path} is not a dvit-edge checkpoint (no model config inside): name its architecture with --model "
+            "(e.g. --model deit_small_patch16_224 --keep-ratio 0.7 for an official DynamicViT checkpoint)"
         )
     return ModelConfig.from_dict(obj["config"])
 
 
+def is_ours(obj: dict[str, Any]) -> bool:
+    return obj.get("format") == FORMAT and "config" in obj
+
+
+def foreign_config(sd: dict[str, torch.Tensor], preset: str, keep_ratio: float | None = None) -> ModelConfig:
+    """The configuration of an official DynamicViT or timm/DeiT state dict, from its preset and its weights:
+    dense when it has no prediction modules (a teacher), classes from its head."""
+    from .config import model_config
+
+    dense = not any(k.startswith("score_predictor.") for k in sd)
+    head = sd.get("head.weight")
+    classes = int(head.shape[0]) if head is not None else None
+    return model_config(preset, keep_ratio=keep_ratio, num_classes=classes, dense=dense)
+
+
 def load_model(
-    path: str | os.PathLike[str], expect: ModelConfig | None = None, keep_ratio: float | None = None
+    path: str | os.PathLike[str], expect: ModelConfig | None = None, keep_ratio: float | None = None,
+    preset: str | None = None,
 ) -> DynamicViT:
-    """A model from one of our checkpoints; with `expect`, the checkpoint's architecture must equal it.
-    `keep_ratio` runs the same weights at another ratio (ModelConfig validates it)."""
+    """The one checkpoint loader: ours (config inside), official DynamicViT ({'model': ...}) or timm/DeiT state dicts.
+
+    Our files say their architecture; a foreign file takes it from `expect` (a manifest's config) or from the
+    preset named on the command line (`--model deit_small_patch16_224 --keep-ratio 0.7`). With `expect`, the
+    architecture must equal it. `keep_ratio` runs the same weights at another ratio (ModelConfig validates it).
+    """
     obj = read_checkpoint(path)
-    cfg = config_of(obj, path)
+    sd = extract_state_dict(obj)
+    if is_ours(obj):
+        cfg = config_of(obj, path)
+    elif expect is not None:
+        cfg = expect
+    elif preset is not None:
+        cfg = foreign_config(sd, preset, keep_ratio)
+    else:
+        config_of(obj, path)  # raises: a foreign file needs --model
+        raise AssertionError("unreachable")
     if expect is not None and cfg.architecture_key() != expect.architecture_key():
         diff = {
             k: (cfg.architecture_key()[k], v) for k, v in expect.architecture_key().items() if cfg.architecture_key()[k] != v
@@ -118,12 +150,14 @@ def load_model(
             f"checkpoint {path} was trained for another configuration ({', '.join(f'{k}: {a} vs {b}' for k, (a, b) in diff.items())}): "
             "pass the matching checkpoint or configuration"
         )
+    if preset is not None and is_ours(obj) and cfg.architecture_key() != foreign_config(sd, preset).architecture_key():
+        raise CheckpointError(f"checkpoint {path} holds a '{cfg.name}' model, not '{preset}': drop --model or pass the matching file")
     if expect is not None:
         cfg = expect
     if keep_ratio is not None:
         cfg = cfg.replace(keep_ratio=float(keep_ratio))
     model = DynamicViT(cfg)
-    load_weights(model, extract_state_dict(obj), source=f"checkpoint {path}")
+    load_weights(model, sd, source=f"checkpoint {path}")
     return model.eval()
 
 

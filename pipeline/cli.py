@@ -16,8 +16,9 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("export", "pipeline.export", "static-ratio ONNX stage graphs split at the pruning points, plus a fused graph"),
     ("scan", "pipeline.opscan", "check any ONNX file against TensorRT's ONNX parser operator support"),
     ("precision", "pipeline.precision", "write FP16 (ModelOpt AutoCast) and INT8 (explicit Q/DQ) into the graphs"),
-    ("validate", "pipeline.validate", "ONNX Runtime vs PyTorch on real data: accuracy, agreement, kept tokens"),
     ("plugin-pass", "pipeline.plugin_pass", "replace TopK+Gather pruning patterns with the DvitTopKGather plugin"),
+    ("reference", "pipeline.reference", "record PyTorch's outputs on a dataset slice, to validate where torch is absent"),
+    ("validate", "pipeline.validate", "any graph set against PyTorch, a recorded reference or another graph set"),
 ]
 
 

@@ -12,6 +12,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -256,3 +257,26 @@ def _augment(x: Tensor, shifts: Tensor, flips: Tensor, pad: int) -> Tensor:
     cols = shifts[:, 1].view(B, 1, 1, 1) + torch.arange(W).view(1, 1, 1, W)
     out = torch.gather(out, 3, cols.expand(B, C, H, W))
     return torch.where(flips.view(B, 1, 1, 1), out.flip(-1), out)
+
+
+def verification_images(cfg: Any, count: int, data: str | None = None) -> tuple[Tensor, str]:
+    """`count` normalised test images a model of config `cfg` can take: Fashion-MNIST (or --data), else seeded
+    noise. The export and the plugin pass check their graphs on these."""
+
+    fits_fmnist = cfg.in_chans == 1 and cfg.img_size == 28
+    if data is not None or fits_fmnist:
+        try:
+            ds = load_dataset(data, "test", cfg.in_chans, cfg.img_size)
+        except DataError:
+            if data is not None:
+                raise
+        else:
+            if ds.in_chans != cfg.in_chans or ds.img_size != cfg.img_size:
+                raise DataError(
+                    f"{ds.source} has {ds.in_chans}x{ds.img_size}x{ds.img_size} images, the model takes "
+                    f"{cfg.in_chans}x{cfg.img_size}x{cfg.img_size}: pass matching --data"
+                )
+            idx = torch.arange(count) % len(ds)
+            return ds.normalize(ds.images[idx]), f"{ds.source} (first {count} images)"
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(count, cfg.in_chans, cfg.img_size, cfg.img_size, generator=g), "seeded random normal images"

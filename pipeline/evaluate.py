@@ -1,66 +1,13 @@
-"""`dvit evaluate`: accuracy, measured FLOPs, parameters and throughput of dense and pruned checkpoints.
-
-FLOPs are counted by torch.utils.flop_counter on the real inference pass (hard top-k pruning), so the
-pruned model's figure reflects the tokens it actually processes, not a formula.
-"""
+"""`dvit evaluate`: accuracy, measured FLOPs, parameters and throughput of dense and pruned checkpoints
+(the measurements themselves are in pipeline.measure)."""
 from __future__ import annotations
 
 import argparse
-import time
 from typing import Any
 
-import torch
-from torch.utils.flop_counter import FlopCounterMode
-
 from .data import ImageSet, load_dataset
+from .measure import accuracy, count_flops, throughput
 from .model import DynamicViT
-
-
-@torch.no_grad()
-def accuracy(
-    model: DynamicViT, ds: ImageSet, batch_size: int = 256, device: torch.device | str = "cpu", limit: int | None = None
-) -> tuple[float, float]:
-    """Top-1 and top-5 accuracy in percent, with the inference (hard-pruning) pass."""
-    was_training = model.training
-    model.eval()
-    correct1 = correct5 = total = 0
-    k5 = min(5, model.cfg.num_classes)
-    for x, y in ds.batches(batch_size, limit):
-        logits = model.forward_inference(x.to(device)).logits.float().cpu()
-        top = logits.topk(k5, dim=1).indices
-        correct1 += int((top[:, 0] == y).sum())
-        correct5 += int((top == y[:, None]).any(dim=1).sum())
-        total += int(y.numel())
-    model.train(was_training)
-    return 100.0 * correct1 / total, 100.0 * correct5 / total
-
-
-@torch.no_grad()
-def count_flops(model: DynamicViT) -> int:
-    """FLOPs of one image's inference pass (a multiply-add counts 2)."""
-    model.eval()
-    c = model.cfg
-    x = torch.zeros(1, c.in_chans, c.img_size, c.img_size)
-    with FlopCounterMode(display=False) as counter:
-        model.forward_inference(x)
-    return int(counter.get_total_flops())
-
-
-@torch.no_grad()
-def throughput(model: DynamicViT, batch_size: int = 64, iters: int = 10, warmup: int = 3) -> float:
-    """Images per second of the inference pass on CPU, median over `iters` timed batches."""
-    model.eval()
-    c = model.cfg
-    x = torch.randn(batch_size, c.in_chans, c.img_size, c.img_size)
-    for _ in range(warmup):
-        model.forward_inference(x)
-    times = []
-    for _ in range(iters):
-        t0 = time.perf_counter()
-        model.forward_inference(x)
-        times.append(time.perf_counter() - t0)
-    times.sort()
-    return batch_size / times[len(times) // 2]
 
 
 def evaluate(model: DynamicViT, ds: ImageSet, limit: int | None = None, speed: bool = True) -> dict[str, Any]:
@@ -80,7 +27,11 @@ def evaluate(model: DynamicViT, ds: ImageSet, limit: int | None = None, speed: b
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    p.add_argument("checkpoints", nargs="+", help="dvit-edge checkpoints; the first is the reference for FLOPs ratios")
+    p.add_argument("checkpoints", nargs="+",
+                   help="checkpoints (ours, official DynamicViT, timm/DeiT); the first is the reference for FLOPs ratios")
+    p.add_argument("--model", default=None, metavar="PRESET",
+                   help="architecture of checkpoints that do not say it, e.g. deit_small_patch16_224")
+    p.add_argument("--keep-ratio", type=float, default=None, help="run pruned checkpoints at this keep ratio")
     p.add_argument("--data", default=None, help="dataset (default: the Fashion-MNIST test split)")
     p.add_argument("--limit", type=int, default=None, help="evaluate on the first N test images only")
     p.add_argument("--json", default=None, help="write the results as JSON here")
@@ -93,7 +44,7 @@ def main(args: argparse.Namespace) -> int:
 
     rows = []
     for path in args.checkpoints:
-        model = load_model(path)
+        model = load_model(path, keep_ratio=args.keep_ratio, preset=args.model)
         ds = load_dataset(args.data, "test", model.cfg.in_chans, model.cfg.img_size)
         r = evaluate(model, ds, args.limit, speed=not args.no_speed)
         r["checkpoint"] = path

@@ -1,7 +1,8 @@
 """Small, composable ONNX helpers: load/save, simplify, check, static-shape audit, I/O signatures, ORT runs.
 
 Every function takes and returns plain `onnx.ModelProto`s (Polygraphy style), so export, precision, validate
-and the plugin pass chain them as they need. Nothing here imports torch: `dvit scan` stays light.
+and the plugin pass chain them as they need. Nothing here imports torch: `dvit scan` stays light. Running a
+graph is the runners' job (pipeline.runners.onnxrt holds the one ONNX Runtime session factory).
 
 Simplifier: onnxsim (pinned in pyproject, 0.8.1). It folds constants by running the graph in ONNX Runtime and
 then applies onnx-optimizer's fusions; it keeps the names of the nodes it does not fold, which the precision
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -192,23 +193,6 @@ def stage_attribution(model: ModelProto) -> tuple[dict[int, int], list[str]]:
         else:
             counts[s] = counts.get(s, 0) + 1
     return counts, orphans
-
-
-# ---- ONNX Runtime ----
-def ort_session(model: ModelProto | str | os.PathLike[str], session_options: Any = None) -> Any:
-    import onnxruntime as ort  # type: ignore[import-untyped]
-
-    so = session_options or ort.SessionOptions()
-    so.log_severity_level = 3
-    src = model.SerializeToString() if isinstance(model, ModelProto) else str(model)
-    return ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
-
-
-def run(model: ModelProto | str | os.PathLike[str] | Any, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Run a model (or an existing session) on CPU; returns outputs by name."""
-    sess: Any = model if hasattr(model, "get_outputs") else ort_session(model)
-    names = [o.name for o in sess.get_outputs()]
-    return dict(zip(names, sess.run(names, dict(feeds))))
 
 
 def initializer_value(model: ModelProto, name: str) -> np.ndarray | None:

@@ -27,17 +27,17 @@ import onnx
 
 from . import onnx_utils
 from .errors import DvitError
+from .graphset import GraphEntry, GraphSet, batch_section, write_graph_set
 from .io import atomic_dir
-from .manifest import file_entry, read_manifest, write_manifest
+from .manifest import file_entry
+from .runners.onnxrt import graph_runners
+from .runners.onnxrt import run as run_onnx
 from .topk_gather_ref import PLUGIN_DOMAIN, PLUGIN_NAMESPACE, PLUGIN_OP, PLUGIN_VERSION, topk_gather
 
 # Operators that may sit between TopK's indices and the gather ("index arithmetic"), with constant other inputs.
 INDEX_OPS = frozenset({"Add", "Sub", "Mul", "Concat", "Unsqueeze", "Squeeze", "Reshape", "Expand", "Cast",
                        "Identity", "Tile", "Flatten"})
 GATHER_OPS = frozenset({"GatherElements", "Gather", "GatherND"})
-# Export-manifest keys the plugin manifest carries over unchanged.
-CARRIED_KEYS = ("model_config", "keep_ratio", "keep_counts", "tokens_per_stage", "checkpoint", "teacher_checkpoint",
-                "teacher_config", "opset", "batch_sizes", "simplifier")
 
 
 @dataclass
@@ -146,7 +146,7 @@ def _selects_like_plugin(m: Match, b: int, n: int, c: int, opset: int) -> bool:
     tokens = rng.standard_normal((b, n + 1, c)).astype(np.float32)
     want, idx32 = topk_gather(scores, tokens, m.k)
     try:
-        got = onnx_utils.run(gs.export_onnx(g), {"indices": idx32.astype(np.int64), "tokens": tokens})[out.name]
+        got = run_onnx(gs.export_onnx(g), {"indices": idx32.astype(np.int64), "tokens": tokens})[out.name]
     except Exception:  # noqa: BLE001 - any failure to evaluate means "not our pattern"
         return False
     return bool(got.shape == want.shape and np.array_equal(got, want))
@@ -235,29 +235,25 @@ def verify_against_original(
     original: onnx.ModelProto, rewritten: onnx.ModelProto, feeds: dict[str, np.ndarray], what: str
 ) -> dict[str, np.ndarray]:
     """Both graphs in ONNX Runtime (the plugin through the reference op): outputs must be bitwise equal."""
-    from . import topk_gather_ref
-
-    want = onnx_utils.run(original, feeds)
-    got = onnx_utils.run(topk_gather_ref.ort_session(rewritten), feeds)
+    want = run_onnx(original, feeds)
+    got = run_onnx(rewritten, feeds)  # the session factory runs plugin nodes through the reference op
     _equal_outputs(want, got, what)
     return want
 
 
-# ---- the pass over an export directory ----
+# ---- the pass over a graph set ----
 def plugin_pass(
     graphs: str | Path, out: str | Path, *, overwrite: bool = False, verify: bool = True, data: str | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    src = read_manifest(graphs, "export")
-    root = Path(src["_root"])
-    n_prune = len(src["keep_counts"])
-    jobs: list[tuple[str, str, dict[str, Any], int]] = []  # (batch, slot, entry, expected replacements)
-    for b, g in src["graphs"].items():
-        for s in g["stages"]:
-            jobs.append((b, "stages", s, 1 if s["index"] > 0 else 0))
-        jobs.append((b, "fused", g["fused"], n_prune))
-        if g.get("teacher"):
-            jobs.append((b, "teacher", g["teacher"], 0))
+    """Rewrite every graph of an export or precision graph set; returns the plugin graph set's manifest."""
+    src = GraphSet.load(graphs, ("export", "precision"))
+    n_prune = src.num_stages - 1
+    jobs: list[tuple[GraphEntry, int]] = []  # (graph, expected replacements)
+    for g in src.batches.values():
+        jobs += [(s, 1 if s.index else 0) for s in g.stages] + [(g.fused, n_prune)]
+        if g.teacher is not None:
+            jobs.append((g.teacher, 0))
     if verify:
         from . import topk_gather_ref
 
@@ -266,51 +262,49 @@ def plugin_pass(
     from tqdm import tqdm  # type: ignore[import-untyped]
 
     with atomic_dir(out, overwrite=overwrite) as tmp:
-        new_graphs: dict[str, dict[str, Any]] = {b: {"stages": [], "fused": None, "teacher": None} for b in src["graphs"]}
+        new_graphs: dict[int, dict[str, Any]] = {b: {"stages": [], "fused": None, "teacher": None} for b in src.batches}
         total = 0
-        feeds_by_batch: dict[str, dict[str, np.ndarray]] = {}
-        for b, slot, entry, expected in tqdm(jobs, desc="plugin-pass", unit="graph", disable=not progress, file=sys.stderr):
-            rel = entry["file"]
+        feeds_by_batch: dict[int, dict[str, np.ndarray]] = {}
+        for entry, expected in tqdm(jobs, desc="plugin-pass", unit="graph", disable=not progress, file=sys.stderr):
+            rel = entry.file
             (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-            original = onnx_utils.load(root / rel)
+            original = onnx_utils.load(entry.path)
             new, n = rewrite_checked(original, expected, rel)
             if n:
                 onnx_utils.save(new, tmp / rel)
             else:
-                shutil.copyfile(root / rel, tmp / rel)  # nothing to replace: the very same file
+                shutil.copyfile(entry.path, tmp / rel)  # nothing to replace: the very same file
             report: dict[str, Any] = {"replaced": n}
             if verify and n:
-                feeds = _feeds(src, int(b), entry, feeds_by_batch, root, data)
+                feeds = _feeds(src, entry, feeds_by_batch, data)
                 verify_against_original(original, new, feeds, rel)
                 report["verified"] = "bitwise equal to the original graph in ONNX Runtime (CPU, reference op)"
             inputs, outputs = onnx_utils.io_signature(new)
-            keep = {k: v for k, v in entry.items() if k not in ("file", "sha256", "bytes", "inputs", "outputs", "verification")}
+            keep = {k: v for k, v in entry.info.items()
+                    if k not in ("file", "sha256", "bytes", "inputs", "outputs", "verification")}
             keep["nodes"] = len(new.graph.node)
-            if slot == "fused":
+            if entry.role == "fused":
                 counts, orphans = onnx_utils.stage_attribution(new)
                 if orphans:
                     raise DvitError(f"{rel}: nodes without a /stageN/ prefix after the pass ({', '.join(orphans[:3])})")
                 keep["stage_nodes"] = {str(i): c for i, c in sorted(counts.items())}
             e = file_entry(tmp, rel, **keep, inputs=inputs, outputs=outputs, plugin_nodes=count_plugins(new), **report)
-            if slot == "stages":
-                new_graphs[b]["stages"].append(e)
+            if entry.role == "stage":
+                new_graphs[entry.batch]["stages"].append(e)
             else:
-                new_graphs[b][slot] = e
+                new_graphs[entry.batch][entry.role] = e
             total += n
-        body = {key: src.get(key) for key in CARRIED_KEYS}
-        body.update(
-            source_export={"path": str(root), "manifest_sha256": src["_sha256"]},
+        write_graph_set(
+            tmp, "plugin", src.header(), {b: batch_section(**g) for b, g in new_graphs.items()},
+            source_graphs={"path": str(src.root), "kind": src.kind, "manifest_sha256": src.sha256},
             plugin={"name": PLUGIN_OP, "version": PLUGIN_VERSION, "namespace": PLUGIN_NAMESPACE, "domain": PLUGIN_DOMAIN,
                     "attributes": {"k": "int: kept patch tokens"},
                     "outputs": ["kept_tokens [B,k+1,C] (class token first)", "kept_indices [B,k] int32"]},
             replaced={"total": total, "per_graph": {e["file"]: e["replaced"] for g in new_graphs.values()
                                                     for e in [*g["stages"], g["fused"], g["teacher"]] if e}},
             ort_reference=_ort_reference_info() if verify else None,
-            graphs=new_graphs,
-            files=[j[2]["file"] for j in jobs],
         )
-        write_manifest(tmp, "plugin", body)
-    return read_manifest(out, "plugin")
+    return GraphSet.load(out, ("plugin",)).manifest
 
 
 def _ort_reference_info() -> dict[str, str]:
@@ -320,30 +314,23 @@ def _ort_reference_info() -> dict[str, str]:
             "onnxruntime-extensions": importlib.metadata.version("onnxruntime-extensions")}
 
 
-def _feeds(src: dict[str, Any], b: int, entry: dict[str, Any], cache: dict[str, dict[str, np.ndarray]], root: Path,
-           data: str | None) -> dict[str, np.ndarray]:
-    """Inputs for one graph: test images, or the tokens the original stage graphs compute from them."""
-    key = str(b)
-    if key not in cache:
-        from .config import ModelConfig
-        from .export import verification_images
+def _feeds(src: GraphSet, entry: GraphEntry, cache: dict[int, dict[str, np.ndarray]], data: str | None) -> dict[str, np.ndarray]:
+    """Inputs for one graph: test images, or the tokens the source graph set's stage chain computes from them."""
+    if entry.batch not in cache:
+        from .data import verification_images
 
-        cfg = ModelConfig.from_dict(src["model_config"])
-        images, _ = verification_images(cfg, b, data)
-        tensors = {"images": images[:b].numpy()}
-        x = {"images": tensors["images"]}
-        for s in src["graphs"][key]["stages"]:
-            out = onnx_utils.run(root / s["file"], x)
-            tensors.update(out)
-            nxt = f"tokens_{s['index'] + 1}"
-            x = {nxt: out[nxt]} if nxt in out else {}
-        cache[key] = tensors
-    return {i["name"]: cache[key][i["name"]] for i in entry["inputs"]}
+        b = entry.batch
+        images, _ = verification_images(src.config, b, data)
+        x = images[:b].numpy()
+        chain, _ = graph_runners(src.batch(b))
+        cache[b] = {"images": x, **chain.infer({"images": x})}
+    return {name: cache[entry.batch][name] for name in entry.input_names}
 
 
 # ---- CLI ----
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--graphs", required=True, help="export directory written by 'dvit export'")
+    parser.add_argument("--graphs", required=True, metavar="DIR",
+                        help="an export or precision graph set (written by 'dvit export' or 'dvit precision')")
     parser.add_argument("--out", required=True, help="output directory (replaced only when the pass succeeds)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     parser.add_argument("--no-verify", action="store_true",

@@ -8,7 +8,8 @@ Semantics (those of plugins/topkGatherPlugin): scores [B, N] (float32/float16), 
 
 ONNX Runtime route: onnxruntime-extensions' PyOp runs a Python function as a custom operator of the domain
 "ai.onnx.contrib". ort_model() makes a copy of a plugin graph whose DvitTopKGather nodes are moved to that domain
-(the op type gets a dtype suffix, since a PyOp declares fixed input types), and ort_session() opens it with the
+(the op type gets a dtype suffix, since a PyOp declares fixed input types), and the session factory
+(pipeline.runners.onnxrt.session) opens it with the
 reference registered. Everything else in the graph runs in ONNX Runtime's own kernels, unchanged.
 """
 from __future__ import annotations
@@ -133,13 +134,3 @@ def ort_model(model: Any) -> Any:
     if n_plugins and not any(o.domain == ORT_DOMAIN for o in m.opset_import):
         m.opset_import.append(onnx.helper.make_opsetid(ORT_DOMAIN, 1))
     return m
-
-
-def ort_session(model: Any) -> Any:
-    """An ONNX Runtime CPU session of a plugin graph (ModelProto) with the reference registered."""
-    import onnxruntime as ort  # type: ignore[import-untyped]
-
-    so = ort.SessionOptions()
-    so.register_custom_ops_library(register_ort_ops())
-    so.log_severity_level = 3
-    return ort.InferenceSession(ort_model(model).SerializeToString(), so, providers=["CPUExecutionProvider"])

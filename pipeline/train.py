@@ -26,9 +26,9 @@ from .checkpoint import init_from_pretrained, load_model, read_checkpoint, save_
 from .config import PRESETS, LossWeights, ModelConfig, TrainConfig, model_config
 from .data import TrainBatches, load_dataset
 from .errors import CheckpointError, ConfigError
-from .evaluate import accuracy
 from .io import atomic_write_json, atomic_write_text, ensure_writable_dir
 from .losses import dynamicvit_loss
+from .measure import accuracy
 from .model import DynamicViT, TrainOutput
 
 

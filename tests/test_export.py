@@ -12,6 +12,8 @@ import torch
 from tiny_models import TINY, trained_like
 
 from pipeline import cli, export, onnx_utils, opscan
+from pipeline.runners.onnxrt import OnnxRuntimeRunner
+from pipeline.runners.onnxrt import run as run_onnx
 from pipeline.checkpoint import save_checkpoint
 from pipeline.data import load_fashion_mnist
 from pipeline.errors import CheckpointError, ConfigError, DvitError, ManifestError
@@ -64,7 +66,7 @@ def exported(ckpts: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -
 
 
 def _ort(path: Path, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    return onnx_utils.run(path, feeds)
+    return run_onnx(path, feeds)
 
 
 # ---- layout, manifest, graph contracts ----
@@ -160,9 +162,9 @@ def test_chained_stage_graphs_equal_fused(exported: export.ExportResult) -> None
 def test_batch8_per_sample_equals_batch1(exported: export.ExportResult) -> None:
     images = decisive_images(8)
     b8 = _ort(exported.out / "b8/fused.onnx", {"images": images})
-    sess = onnx_utils.ort_session(exported.out / "b1/fused.onnx")
+    sess = OnnxRuntimeRunner(exported.out / "b1/fused.onnx")
     for j in range(8):
-        b1 = onnx_utils.run(sess, {"images": images[j : j + 1]})
+        b1 = sess.infer({"images": images[j : j + 1]})
         np.testing.assert_allclose(b1["logits"][0], b8["logits"][j], rtol=0, atol=1e-5)
         for i in range(1, 4):
             assert np.array_equal(b1[f"kept_indices_{i}"][0], b8[f"kept_indices_{i}"][j])

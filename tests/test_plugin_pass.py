@@ -11,6 +11,7 @@ import torch
 from tiny_models import TINY, trained_like
 
 from pipeline import cli, export, onnx_utils, opscan, plugin_pass, topk_gather_ref
+from pipeline.runners.onnxrt import run as run_onnx
 from pipeline.checkpoint import save_checkpoint
 from pipeline.config import ModelConfig
 from pipeline.data import load_fashion_mnist
@@ -41,7 +42,7 @@ def stage_inputs(exported: Path) -> dict[str, np.ndarray]:
     x = {"images": ds.normalize(ds.images[:B]).numpy()}
     tensors = dict(x)
     for i in range(4):
-        out = onnx_utils.run(exported / f"b{B}/stage{i}.onnx", x)
+        out = run_onnx(exported / f"b{B}/stage{i}.onnx", x)
         tensors.update(out)
         x = {f"tokens_{i + 1}": out[f"tokens_{i + 1}"]} if i < 3 else {}
     return tensors
@@ -99,8 +100,8 @@ def test_stage_graph_rewrite_is_exact(index: int, exported: Path, stage_inputs: 
     ops = [node.op_type for node in new.graph.node]
     assert "TopK" not in ops and "GatherElements" not in ops
     feeds = _feeds(original, stage_inputs)
-    want = onnx_utils.run(original, feeds)
-    got = onnx_utils.run(topk_gather_ref.ort_session(new), feeds)
+    want = run_onnx(original, feeds)
+    got = run_onnx(new, feeds)
     _assert_exactly_equal(want, got)
     assert got[f"kept_indices_{index}"].dtype == np.int64
     # The real stage graph on real data: the plugin output equals the stage's own TopK selection.
@@ -112,7 +113,7 @@ def test_fused_graph_rewrite_is_exact_and_keeps_stage_names(exported: Path, stag
     new, n = plugin_pass.rewrite_checked(original, len(TINY.pruning_loc), "fused")
     assert n == len(TINY.pruning_loc) == plugin_pass.count_plugins(new)
     feeds = {"images": stage_inputs["images"]}
-    _assert_exactly_equal(onnx_utils.run(original, feeds), onnx_utils.run(topk_gather_ref.ort_session(new), feeds))
+    _assert_exactly_equal(run_onnx(original, feeds), run_onnx(new, feeds))
     counts, orphans = onnx_utils.stage_attribution(new)
     assert orphans == [] and set(counts) == {0, 1, 2, 3}
     plugins = [node for node in new.graph.node if node.op_type == "DvitTopKGather"]
@@ -174,7 +175,7 @@ def test_more_than_64_tokens(tmp_path: Path) -> None:
     (node,) = [x for x in new.graph.node if x.op_type == "DvitTopKGather"]
     assert {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}["k"] == 70
     feeds = {"images": np.random.default_rng(0).standard_normal((1, 1, 40, 40)).astype(np.float32)}
-    _assert_exactly_equal(onnx_utils.run(fused, feeds), onnx_utils.run(topk_gather_ref.ort_session(new), feeds))
+    _assert_exactly_equal(run_onnx(fused, feeds), run_onnx(new, feeds))
 
 
 def trained_like_random(model: DynamicViT) -> DynamicViT:

@@ -16,7 +16,9 @@ import pytest
 import torch
 from onnx import TensorProto
 
-from pipeline import calibration, precision
+from pipeline import precision
+from pipeline.precision import calibration
+from pipeline.runners.onnxrt import OnnxRuntimeRunner
 from pipeline.config import model_config
 from pipeline.errors import DvitError
 from pipeline.model import DynamicViT
@@ -199,9 +201,8 @@ def test_per_stage_mix(tiny: dict) -> None:
     protected = precision.pruning_nodes(onnx.load(str(tiny["export"] / "b4" / "fused.onnx")))
     assert precision.fp32_violations(fused, protected) == []
     # it still runs in ONNX Runtime and chains
-    sess = calibration.ort_session(out / "b4" / "fused.onnx")
-    res = sess.run(None, {"images": np.zeros((4, 1, 28, 28), np.float32)})
-    assert all(np.isfinite(r).all() for r in res if r.dtype.kind == "f")
+    res = OnnxRuntimeRunner(out / "b4" / "fused.onnx").infer({"images": np.zeros((4, 1, 28, 28), np.float32)})
+    assert all(np.isfinite(r).all() for r in res.values() if r.dtype.kind == "f")
 
 
 def test_calibration_cache_reused(tiny: dict) -> None:
@@ -276,6 +277,6 @@ def test_missing_or_tampered_export(tiny: dict, tmp_path: Path) -> None:
 def test_cli_one_line_error(tiny: dict, capsys: pytest.CaptureFixture[str]) -> None:
     from pipeline.cli import main
 
-    rc = main(["precision", "--export", str(tiny["export"]), "--precision", "fp16,int8", "--out", str(tiny["root"] / "x")])
+    rc = main(["precision", "--graphs", str(tiny["export"]), "--precision", "fp16,int8", "--out", str(tiny["root"] / "x")])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "\n" not in err and "4 stages" in err

@@ -10,6 +10,7 @@ import pytest
 from test_precision import make_tiny_export, tiny_model
 
 from pipeline import precision, validate
+from pipeline.comparison import metrics
 from pipeline.errors import DvitError
 
 LIMIT = 24  # 6 batches of 4 (and 24 B=1 runs for the consistency check)
@@ -35,13 +36,13 @@ def run(d: Path, **kw) -> dict:
 def test_helpers() -> None:
     a = np.array([[1, 2, 3, 4], [5, 6, 7, 8]])
     b = np.array([[4, 3, 2, 1], [5, 6, 0, 9]])
-    assert validate.kept_iou(a, b).tolist() == [1.0, 2 / 6]
+    assert metrics.kept_iou(a, b).tolist() == [1.0, 2 / 6]
     prev = np.array([[10, 11, 12, 13]])
-    assert validate.compose(prev, np.array([[3, 0]])).tolist() == [[13, 10]]
-    assert validate.compose(None, np.array([[3, 0]])).tolist() == [[3, 0]]
+    assert metrics.compose(prev, np.array([[3, 0]])).tolist() == [[13, 10]]
+    assert metrics.compose(None, np.array([[3, 0]])).tolist() == [[3, 0]]
     tok = np.arange(3 * 2).reshape(1, 3, 2).astype(float)  # class token + patches with ids [7, 2]
-    assert validate.grid_order(tok, np.array([[7, 2]]))[0, :, 0].tolist() == [0, 4, 2]
-    e = validate.ErrStats()
+    assert metrics.grid_order(tok, np.array([[7, 2]]))[0, :, 0].tolist() == [0, 4, 2]
+    e = metrics.ErrStats()
     e.update(np.ones((2, 3)), np.ones((2, 3)))
     assert e.to_dict() == {"max_abs": 0.0, "mean_abs": 0.0, "cosine_mean": 1.0, "cosine_min": 1.0}
 
@@ -50,10 +51,10 @@ def test_fp32_export_matches_pytorch_exactly(art: dict, tmp_path: Path) -> None:
     r = run(art["export"], batch_size=4)
     assert r["manifest"]["kind"] == "export" and r["precision"] == ["fp32"] * 4
     assert r["dataset"]["samples"] == LIMIT and r["dataset"]["split"] == "test"
-    assert r["checkpoint"]["matches_manifest"]
+    assert r["reference"]["matches_manifest"]
     for kind in ("chain", "fused"):
         assert r[kind]["agreement"] == 1.0
-        assert r[kind]["accuracy"] == r["pytorch"]["accuracy"]
+        assert r[kind]["accuracy"] == r["reference"]["accuracy"]
         assert r[kind]["logits"]["max_abs"] < 1e-4
         assert all(k["iou_mean"] == 1.0 and k["identical"] == 1.0 for k in r[kind]["kept"])
     assert all(k["identical"] == 1.0 for k in r["chain"]["kept_isolated"])
@@ -118,7 +119,7 @@ def test_checkpoint_hash_checked(art: dict, tmp_path: Path) -> None:
     other = tmp_path / "other.pt"
     save_checkpoint(other, tiny_model(seed=5))
     r = run(copy, checkpoint=str(other), limit=8, consistency_samples=0)
-    assert not r["checkpoint"]["matches_manifest"]
+    assert not r["reference"]["matches_manifest"]
     assert r["chain"]["logits"]["max_abs"] > 1e-3
 
 

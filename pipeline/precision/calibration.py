@@ -28,18 +28,18 @@ import collections
 import hashlib
 import json
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .errors import ConfigError, DataError
-from .io import atomic_write, atomic_write_json
+from ..errors import ConfigError, DataError
+from ..graphset import GraphEntry
+from ..io import atomic_write, atomic_write_json
 
 CACHE_FORMAT = "dvit-edge/calibration-cache/v1"
-DEFAULT_CACHE_DIR = Path("artifacts/calibration-cache")
+DEFAULT_CACHE_DIR = Path("artifacts/calibration-cache")  # see calibration/README.md at the repository root
 
 # Incremented by the work the cache saves: "draws" (dataset loads), "chain_runs" (FP32 stage-chain runs
 # producing stage inputs), "calibrations" (ModelOpt quantize calls), "data_hits", "int8_hits".
@@ -87,7 +87,7 @@ def draw_calibration_set(
     """`size` train images drawn with `seed` (the same sample as ImageSet.subset(size, seed))."""
     import torch
 
-    from .data import load_dataset
+    from ..data import load_dataset
 
     check_calib_size(size)
     ds = load_dataset(data, "train", in_chans, img_size)
@@ -113,24 +113,6 @@ def fill_batches(x: np.ndarray, batch: int) -> np.ndarray:
     if m == n:
         return x
     return np.concatenate([x, x[np.arange(m - n) % n]], axis=0)
-
-
-def ort_session(path: str | os.PathLike[str], providers: Sequence[str] = ("CPUExecutionProvider",)) -> Any:
-    import onnxruntime as ort  # type: ignore[import-untyped]
-
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    return ort.InferenceSession(str(path), sess_options=so, providers=list(providers))
-
-
-def run_batched(session: Any, feeds: dict[str, np.ndarray], batch: int, outputs: list[str] | None = None) -> list[np.ndarray]:
-    """Run `session` over arrays whose first axis is a multiple of `batch`, concatenating the outputs."""
-    n = next(iter(feeds.values())).shape[0]
-    parts: list[list[np.ndarray]] = []
-    for s in range(0, n, batch):
-        res = session.run(outputs, {k: v[s : s + batch] for k, v in feeds.items()})
-        parts.append(res)
-    return [np.concatenate([p[j] for p in parts], axis=0) for j in range(len(parts[0]))]
 
 
 class CalibrationCache:
@@ -173,7 +155,7 @@ class CalibrationCache:
             meta = json.loads(meta_path.read_text())
         except (OSError, json.JSONDecodeError):
             return None
-        from .io import sha256_file
+        from ..io import sha256_file
 
         if meta.get("sha256") != sha256_file(path):
             return None  # modified or half-copied: recalibrate
@@ -182,7 +164,7 @@ class CalibrationCache:
     def store_int8(self, key: str, model_path: Path, meta: dict[str, Any]) -> None:
         import shutil
 
-        from .io import sha256_file
+        from ..io import sha256_file
 
         scales = meta.get("activation_scales", {})
 
@@ -211,33 +193,36 @@ def trt_calibration_cache(scales: dict[str, float], header: str = "TRT-8501-Entr
 def graph_calibration_data(
     cache: CalibrationCache,
     calib: CalibrationSet,
-    chain: list[tuple[Path, str, str, str]],
-    target: tuple[Path, str, str],
+    producers: list[GraphEntry],
+    target: GraphEntry,
     batch: int,
 ) -> tuple[dict[str, np.ndarray], str, bool]:
-    """Calibration inputs of one graph, from the cache or by running the FP32 producing graphs.
+    """Calibration inputs of one graph, from the cache or by running the FP32 producing graphs as a stage chain.
 
-    chain: the graphs that produce the target's input, in order, as (path, sha256, input name, output name);
-    empty for graphs that take the images. target: (path, sha256, input name).
-    Returns (feeds, key, cache_hit).
+    producers: the stage graphs that produce the target's input, in order (empty for graphs that take the
+    images). Returns (feeds, key, cache_hit).
     """
+    from ..runners.base import run_batched
+    from ..runners.chain import StageChain
+    from ..runners.onnxrt import OnnxRuntimeRunner
+
+    in_name = target.input_names[0]
     described = {
         "calibration_set": calib.fingerprint(),
         "batch": batch,
-        "producers": [{"file": str(p.name), "sha256": h} for p, h, _, _ in chain],
-        "graph": {"file": target[0].name, "sha256": target[1], "input": target[2]},
+        "producers": [{"file": Path(p.file).name, "sha256": p.sha256} for p in producers],
+        "graph": {"file": Path(target.file).name, "sha256": target.sha256, "input": in_name},
     }
     key = digest(described)
     cached = cache.load_data(key)
-    if cached is not None and target[2] in cached:
+    if cached is not None and in_name in cached:
         COUNTERS["data_hits"] += 1
         return cached, key, True
     x = fill_batches(calib.images, batch)
-    if chain:
+    if producers:
         COUNTERS["chain_runs"] += 1
-        for path, _, in_name, out_name in chain:
-            x = run_batched(ort_session(path), {in_name: x}, batch, [out_name])[0]
-    feeds = {target[2]: np.ascontiguousarray(x, dtype=np.float32)}
+        chain = StageChain([OnnxRuntimeRunner(p.path, p.name) for p in producers])
+        x = run_batched(chain, {chain.input_names[0]: x})[in_name]
+    feeds = {in_name: np.ascontiguousarray(x, dtype=np.float32)}
     cache.store_data(key, feeds, described)
     return feeds, key, False
-

@@ -21,16 +21,19 @@ def validation_tables(r: dict[str, Any]) -> list[Any]:
 
     tables: list[Any] = []
     acc = Table(title="Top-1 on the test split", title_justify="left")
-    for col in ("graphs", "top-1", "agreement with PyTorch", "logits max abs err", "logits mean abs err"):
+    for col in ("graphs", "top-1", "agreement with the reference", "logits max abs err", "logits mean abs err"):
         acc.add_column(col, justify="left" if col == "graphs" else "right")
-    acc.add_row("PyTorch FP32", _pct(r["pytorch"]["accuracy"]), "-", "-", "-")
+    acc.add_row(f"reference: {r['reference']['name']}", _pct(r["reference"]["accuracy"]), "-", "-", "-")
     for key, label in (("chain", "stage chain"), ("fused", "fused")):
         x = r[key]
         acc.add_row(label, _pct(x["accuracy"]), _pct(x["agreement"]), _e(x["logits"]["max_abs"]), _e(x["logits"]["mean_abs"]))
     il = r["chain"].get("isolated_logits")
     if il:
-        acc.add_row("last stage, PyTorch input", "-", "-", _e(il["max_abs"]), _e(il["mean_abs"]))
+        acc.add_row("last stage, reference input", "-", "-", _e(il["max_abs"]), _e(il["mean_abs"]))
     tables.append(acc)
+    if not r["chain"]["boundaries"]:
+        tables.append("[yellow]The reference holds no stage-boundary tokens: boundary and isolated-stage metrics are "
+                      "left out (record with tokens to get them).[/yellow]")
 
     bnd = Table(title="Stage boundaries (tokens entering each stage graph, patch-grid order)", title_justify="left")
     for col in ("stage", "tensor", "chained max", "chained mean", "chained cos mean/min", "isolated max", "isolated mean",
@@ -43,13 +46,15 @@ def validation_tables(r: dict[str, Any]) -> list[Any]:
             f"{_f(c['cosine_mean'], 6)}/{_f(c['cosine_min'], 6)}", _e(i["max_abs"]), _e(i["mean_abs"]),
             f"{_f(i['cosine_mean'], 6)}/{_f(i['cosine_min'], 6)}",
         )
-    tables.append(bnd)
+    if r["chain"]["boundaries"]:
+        tables.append(bnd)
 
-    kept = Table(title="Kept tokens vs PyTorch (IoU of kept patch sets per image)", title_justify="left")
+    kept = Table(title="Kept tokens vs the reference (IoU of kept patch sets per image)", title_justify="left")
     for col in ("pruning point", "k", "chain IoU mean", "chain IoU min", "chain identical", "fused IoU mean",
                 "fused identical", "isolated IoU mean", "isolated identical"):
         kept.add_column(col, justify="right")
-    for c, f, i in zip(r["chain"]["kept"], r["fused"]["kept"], r["chain"]["kept_isolated"]):
+    isolated = r["chain"]["kept_isolated"] or [{"iou_mean": None, "identical": None}] * len(r["chain"]["kept"])
+    for c, f, i in zip(r["chain"]["kept"], r["fused"]["kept"], isolated):
         kept.add_row(
             str(c["stage"]), str(c["keep_count"]), _f(c["iou_mean"]), _f(c["iou_min"]), _pct(c["identical"]),
             _f(f["iou_mean"]), _pct(f["identical"]), _f(i["iou_mean"]), _pct(i["identical"]),
@@ -90,10 +95,11 @@ def print_validation(r: dict[str, Any], console: Any = None) -> None:
         console = Console()
         if not console.is_terminal:
             console = Console(width=150)  # logs and CI: do not squeeze the tables into 80 columns
-    ck = r["checkpoint"]
+    ref = r["reference"]
+    what = ref.get("checkpoint", {}).get("path") or ref["name"]
     console.print(
         f"[bold]{r['graphs_dir']}[/bold] ({r['manifest']['kind']}, precision {','.join(r['precision'])}) "
-        f"vs {ck['path']}{'' if ck['matches_manifest'] else ' [yellow](not the checkpoint the manifest names)[/yellow]'}\n"
+        f"vs {what}{'' if ref['matches_manifest'] else ' [yellow](not the checkpoint the manifest names)[/yellow]'}\n"
         f"{r['dataset']['samples']} {r['dataset']['split']} images of {r['dataset']['source']}, batch {r['batch_size']}, "
         f"{', '.join(r['providers'])}, {r['elapsed_s']:.1f} s"
     )

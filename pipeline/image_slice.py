@@ -1,0 +1,46 @@
+"""A slice of a dataset split as plain numpy: what validation runs on and what a recorded reference stores.
+
+uint8 images and labels plus the normalisation the model expects. Normalising here (numpy, float32) gives the
+same bits as data.ImageSet.normalize (torch), so a Jetson without torch feeds its engines exactly what PyTorch
+saw on the workstation.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ImageSlice:
+    images: np.ndarray  # uint8 [n, C, H, W]
+    labels: np.ndarray  # int64 [n]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    source: str
+    split: str
+    start: int = 0  # the slice is images start .. start+n-1 of the split, in the split's order
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def normalized(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """float32 [m, C, H, W] of images start..stop-1 of the slice."""
+        x = self.images[start:stop].astype(np.float32) / np.float32(255.0)
+        mean = np.asarray(self.mean, np.float32).reshape(1, -1, 1, 1)
+        std = np.asarray(self.std, np.float32).reshape(1, -1, 1, 1)
+        return (x - mean) / std
+
+    def head(self, n: int) -> ImageSlice:
+        return ImageSlice(self.images[:n], self.labels[:n], self.mean, self.std, self.source, self.split, self.start)
+
+    def describe(self) -> dict[str, Any]:
+        return {"source": self.source, "split": self.split, "first": self.start, "samples": len(self)}
+
+
+def from_image_set(ds: Any, split: str, limit: int | None = None) -> ImageSlice:
+    """The first `limit` images (all when None) of a data.ImageSet."""
+    n = len(ds) if limit is None else min(limit, len(ds))
+    return ImageSlice(ds.images[:n].numpy(), ds.labels[:n].numpy().astype(np.int64), tuple(ds.mean), tuple(ds.std),
+                      ds.source, split)

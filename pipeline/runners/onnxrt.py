@@ -1,0 +1,99 @@
+"""ONNX Runtime: the one session factory of the project, and the runner around it.
+
+Plugin graphs (DvitTopKGather nodes) run through the Python reference op (pipeline.topk_gather_ref), found
+automatically, so every graph set runs here, whatever stage wrote it.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConfigError, DvitError
+from .base import Runner
+
+PROVIDERS = {"cpu": ["CPUExecutionProvider"], "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"]}
+
+
+def _has_plugin_nodes(model: Any) -> bool:
+    from ..topk_gather_ref import PLUGIN_DOMAIN, PLUGIN_OP
+
+    return any(n.op_type == PLUGIN_OP and n.domain == PLUGIN_DOMAIN for n in model.graph.node)
+
+
+def session(model: Any, providers: str = "cpu", threads: int | None = None) -> Any:
+    """An InferenceSession of a ModelProto or an .onnx path.
+
+    providers: "cpu" or "cuda" (refused, not silently replaced, when ONNX Runtime falls back to the CPU);
+    threads: intra-op threads (None keeps ONNX Runtime's default).
+    """
+    import onnx
+    import onnxruntime as ort  # type: ignore[import-untyped]
+
+    if providers not in PROVIDERS:
+        raise ConfigError(f"unknown provider '{providers}': use {' or '.join(PROVIDERS)}")
+    if threads is not None and threads < 1:
+        raise ConfigError(f"--threads {threads} is not positive: pass e.g. --threads 1")
+    what = "the graph" if isinstance(model, onnx.ModelProto) else str(model)
+    if not isinstance(model, onnx.ModelProto):
+        path = Path(os.fspath(model))
+        if not path.is_file():
+            raise DvitError(f"ONNX file {path} not found: pass the path of an .onnx file")
+        model = onnx.load(str(path))
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    if threads:
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+    if _has_plugin_nodes(model):
+        from .. import topk_gather_ref
+
+        so.register_custom_ops_library(topk_gather_ref.register_ort_ops())
+        model = topk_gather_ref.ort_model(model)
+    chosen = PROVIDERS[providers]
+    try:
+        sess = ort.InferenceSession(model.SerializeToString(), sess_options=so, providers=chosen)
+    except Exception as e:  # ORT raises its own Fail/InvalidGraph/NotImplemented kinds
+        raise DvitError(f"ONNX Runtime cannot load {what} ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from e
+    if chosen[0] != "CPUExecutionProvider" and sess.get_providers()[0] != chosen[0]:
+        raise DvitError(f"{chosen[0]} is not usable here (ONNX Runtime fell back to CPU): pass --providers cpu")
+    return sess
+
+
+class OnnxRuntimeRunner(Runner):
+    """A graph in ONNX Runtime behind the runner interface (see runners.base.Runner)."""
+
+    def __init__(self, model: Any, name: str | None = None, providers: str = "cpu", threads: int | None = None) -> None:
+        self.session = session(model, providers, threads)
+        self.name = name or (Path(os.fspath(model)).stem if isinstance(model, (str, os.PathLike)) else "graph")
+        self.providers = list(self.session.get_providers())
+        shape = self.session.get_inputs()[0].shape
+        self.batch = int(shape[0]) if shape and isinstance(shape[0], int) else None
+
+    @property
+    def input_names(self) -> list[str]:
+        return [i.name for i in self.session.get_inputs()]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [o.name for o in self.session.get_outputs()]
+
+    def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        names = self.output_names
+        return dict(zip(names, self.session.run(names, {k: np.ascontiguousarray(v) for k, v in feeds.items()})))
+
+
+def run(model: Any, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """One-off CPU run of a graph (ModelProto or path) on `feeds`; outputs by name."""
+    return OnnxRuntimeRunner(model).infer(feeds)
+
+
+def graph_runners(graphs: Any, providers: str = "cpu", threads: int | None = None) -> tuple[Any, OnnxRuntimeRunner]:
+    """(stage chain, fused runner) of one batch size of a graph set (graphset.BatchGraphs)."""
+    from .chain import StageChain
+
+    stages = [OnnxRuntimeRunner(e.path, e.name, providers, threads) for e in graphs.stages]
+    fused = OnnxRuntimeRunner(graphs.fused.path, "fused", providers, threads)
+    return StageChain(stages, f"stage chain (b{graphs.batch})"), fused
