@@ -10,16 +10,16 @@ STAMP := $(VENV)/.stamp-setup
 SYSTEM_SITE_PACKAGES ?= 0
 FMNIST_DIR ?= /usr/share/datasets/fashion-mnist
 RUNS ?= runs
-TENSORRT_STUBS := tensorrt-stubs==10.13.0.35.1
 
-.PHONY: setup link-tensorrt-rtx data test test-all demo teacher train export precision validate plugin-pass pipeline plugins bench lint typecheck clean help
+.PHONY: setup link-tensorrt-rtx data test test-all demo teacher train export precision reference validate plugin-pass pipeline plugins bench lint typecheck clean help
 
 help:
 	@echo "make setup     virtual environment with pinned dependencies, and the Fashion-MNIST data"
 	@echo "make demo      the whole job on Fashion-MNIST: distil DynamicViT from the shipped teacher, evaluate"
 	@echo "make test      the test suite (GPU tests skip, saying why, where no GPU is present)"
 	@echo "make teacher   retrain the shipped dense teacher checkpoint"
-	@echo "make pipeline  demo, then export, precision (FP16, INT8, per-stage mix), validate and the plugin pass"
+	@echo "make pipeline  demo, then export, precision (FP16, INT8, per-stage mix), the plugin pass and validate"
+	@echo "make reference record PyTorch's outputs on the test split (REFERENCE=runs/reference.npz validates against it)"
 	@echo "make plugins   build the CUDA kernel and the TensorRT plugin library"
 	@echo "make bench     benchmarks (speed targets live here, never in timed tests)"
 
@@ -30,10 +30,6 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
 	$(MAKE) --no-print-directory link-tensorrt-rtx
-	# TensorRT type stubs for mypy only, kept out of site-packages: installed there they make `import tensorrt`
-	# succeed as an empty namespace package, and tools that probe for TensorRT (ModelOpt) then break. --no-deps:
-	# the stubs declare `tensorrt`, whose PyPI package only fetches from NVIDIA's host.
-	$(PY) -m pip install -q --no-deps --upgrade --target $(VENV)/typing-stubs $(TENSORRT_STUBS)
 	touch $(STAMP)
 
 # The workstation set. On x86-64 Linux it includes TensorRT for RTX, a real TensorRT builder that needs no GPU to
@@ -100,17 +96,28 @@ precision: setup
 		$(DVIT) precision --graphs $(RUNS)/export --precision $$p --out $(RUNS)/precision-$${p//,/-} --overwrite || exit 1; \
 	done
 
+# The PyTorch reference recorded once on the test split (images and outputs): `make validate REFERENCE=...` and a
+# device without torch validate against it and get the same figures as against PyTorch.
+REFERENCE ?= pytorch
+reference: setup
+	$(DVIT) reference --graphs $(RUNS)/export --threads 1 --out $(RUNS)/reference.npz
+
+GRAPH_SETS = export $(foreach p,$(PRECISIONS),precision-$(subst $(comma),-,$(p))) plugin $(foreach p,$(PRECISIONS),plugin-$(subst $(comma),-,$(p)))
 validate: setup
-	$(DVIT) validate --graphs $(RUNS)/export --threads 1 --require auto --json $(RUNS)/validate-fp32.json
-	for p in $(PRECISIONS); do \
-		$(DVIT) validate --graphs $(RUNS)/precision-$${p//,/-} --threads 1 --require auto --json $(RUNS)/validate-$${p//,/-}.json || exit 1; \
+	for g in $(GRAPH_SETS); do \
+		$(DVIT) validate --graphs $(RUNS)/$$g --reference $(REFERENCE) --threads 1 --require auto --no-progress \
+			--json $(RUNS)/validate-$$g$(if $(filter-out pytorch,$(REFERENCE)),-recorded).json || exit 1; \
 	done
 
+# The plugin pass on every graph set: the export's and each precision's.
 plugin-pass: setup
 	$(DVIT) plugin-pass --graphs $(RUNS)/export --out $(RUNS)/plugin --overwrite
+	for p in $(PRECISIONS); do \
+		$(DVIT) plugin-pass --graphs $(RUNS)/precision-$${p//,/-} --out $(RUNS)/plugin-$${p//,/-} --overwrite || exit 1; \
+	done
 
 # demo, then every ONNX stage on its output
-pipeline: demo export precision validate plugin-pass
+pipeline: demo export precision plugin-pass validate
 
 bench: bench-plugins
 
@@ -124,8 +131,10 @@ clean:
 PLUGINS_BUILD ?= build/plugins
 PLUGINS_JOBS ?= 2
 DVIT_TARGET ?= desktop
+# TARGET=<profile in targets/> takes the CUDA architectures from that profile (`dvit targets` lists them).
+TARGET ?=
 TENSORRT_ROOT ?=
-CUDA_ARCHS ?=
+CUDA_ARCHS ?= $(if $(TARGET),$(shell $(PY) -m pipeline.targets --cuda-archs $(TARGET)))
 .PHONY: bench-plugins
 
 plugins:

@@ -15,6 +15,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("evaluate", "pipeline.evaluate", "top-1/top-5, FLOPs, parameters and throughput of checkpoints"),
     ("export", "pipeline.export", "static-ratio ONNX stage graphs split at the pruning points, plus a fused graph"),
     ("scan", "pipeline.opscan", "check any ONNX file against TensorRT's ONNX parser operator support"),
+    ("targets", "pipeline.targets", "device target profiles: backend and versions, SMs, DLA, build defaults"),
     ("precision", "pipeline.precision", "write FP16 (ModelOpt AutoCast) and INT8 (explicit Q/DQ) into the graphs"),
     ("plugin-pass", "pipeline.plugin_pass", "replace TopK+Gather pruning patterns with the DvitTopKGather plugin"),
     ("reference", "pipeline.reference", "record PyTorch's outputs on a dataset slice, to validate where torch is absent"),

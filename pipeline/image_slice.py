@@ -7,6 +7,7 @@ saw on the workstation.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,7 @@ class ImageSlice:
     source: str
     split: str
     start: int = 0  # the slice is images start .. start+n-1 of the split, in the split's order
+    spec: str = "fashion-mnist"  # the --data argument that names the dataset (see data_spec)
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -33,14 +35,22 @@ class ImageSlice:
         return (x - mean) / std
 
     def head(self, n: int) -> ImageSlice:
-        return ImageSlice(self.images[:n], self.labels[:n], self.mean, self.std, self.source, self.split, self.start)
+        return ImageSlice(self.images[:n], self.labels[:n], self.mean, self.std, self.source, self.split, self.start,
+                          self.spec)
 
     def describe(self) -> dict[str, Any]:
-        return {"source": self.source, "split": self.split, "first": self.start, "samples": len(self)}
+        return {"source": self.source, "spec": self.spec, "split": self.split, "first": self.start, "samples": len(self)}
 
 
-def from_image_set(ds: Any, split: str, limit: int | None = None) -> ImageSlice:
-    """The first `limit` images (all when None) of a data.ImageSet."""
+def data_spec(data: str | None) -> str:
+    """A --data argument in one canonical form: 'fashion-mnist' for the embedded default, else an absolute path."""
+    if data in (None, "", "fashion-mnist", "fmnist"):
+        return "fashion-mnist"
+    return str(Path(str(data)).resolve())
+
+
+def from_image_set(ds: Any, split: str, limit: int | None = None, data: str | None = None) -> ImageSlice:
+    """The first `limit` images (all when None) of a data.ImageSet loaded from --data `data`."""
     n = len(ds) if limit is None else min(limit, len(ds))
     return ImageSlice(ds.images[:n].numpy(), ds.labels[:n].numpy().astype(np.int64), tuple(ds.mean), tuple(ds.std),
-                      ds.source, split)
+                      ds.source, split, 0, data_spec(data))

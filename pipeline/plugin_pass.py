@@ -234,9 +234,12 @@ def _equal_outputs(a: dict[str, np.ndarray], b: dict[str, np.ndarray], what: str
 def verify_against_original(
     original: onnx.ModelProto, rewritten: onnx.ModelProto, feeds: dict[str, np.ndarray], what: str
 ) -> dict[str, np.ndarray]:
-    """Both graphs in ONNX Runtime (the plugin through the reference op): outputs must be bitwise equal."""
-    want = run_onnx(original, feeds)
-    got = run_onnx(rewritten, feeds)  # the session factory runs plugin nodes through the reference op
+    """Both graphs in ONNX Runtime (the plugin through the reference op), graph rewrites off: outputs must be
+    bitwise equal."""
+    # ONNX Runtime's graph rewrites off on both sides: its Cast elimination in FP16 graphs depends on the ops
+    # around a Cast, so with a custom op in place of TopK + Gather it would round differently elsewhere.
+    want = run_onnx(original, feeds, optimize=False)
+    got = run_onnx(rewritten, feeds, optimize=False)  # the session factory runs plugin nodes through the reference op
     _equal_outputs(want, got, what)
     return want
 

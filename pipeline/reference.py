@@ -68,7 +68,7 @@ def record(
         net = load_model(path, preset=model, keep_ratio=keep_ratio)
     cfg = net.cfg
     ds = load_dataset(data, "test", cfg.in_chans, cfg.img_size)
-    sl = from_image_set(ds, "test", limit)
+    sl = from_image_set(ds, "test", limit, data)
     runner = PyTorchRunner(net)
     keep = [n for n in runner.output_names if tokens or not n.startswith("tokens_")]
     saved = torch.get_num_threads()
@@ -79,9 +79,9 @@ def record(
         with tqdm(total=len(sl), desc="reference", unit="img", file=sys.stderr, disable=None if progress else True) as bar:
             for c0 in range(0, len(sl), REF_CHUNK):  # the chunks `dvit validate` runs PyTorch on
                 c1 = min(c0 + REF_CHUNK, len(sl))
-                out = runner.infer({"images": sl.normalized(c0, c1)})
+                res = runner.infer({"images": sl.normalized(c0, c1)})
                 for n in keep:
-                    parts[n].append(out[n])
+                    parts[n].append(res[n])
                 bar.update(c1 - c0)
     finally:
         torch.set_num_threads(saved)

@@ -72,15 +72,17 @@ def topk_gather_torch(scores: Any, tokens: Any, k: int) -> tuple[Any, Any]:
 
 
 # ---- ONNX Runtime ----
-def ort_op_type(scores_dtype: np.dtype, tokens_dtype: np.dtype) -> str:
-    return f"{PLUGIN_OP}_{_FLOATS[np.dtype(scores_dtype)]}_{_FLOATS[np.dtype(tokens_dtype)]}"
-
-
+ORT_OP = f"{PLUGIN_OP}_f32"
 _REGISTERED = False
 
 
 def register_ort_ops() -> str:
-    """Register the reference as onnxruntime-extensions PyOps (once); returns the custom-op library path."""
+    """Register the reference as an onnxruntime-extensions PyOp (once); returns the custom-op library path.
+
+    PyOps take float32 only (float16 aborts the process inside onnxruntime-extensions), so ort_model() wraps
+    FP16 plugin inputs and outputs in Casts: exact, since float16 -> float32 is exact and the op only ranks
+    scores and copies rows.
+    """
     global _REGISTERED
     try:
         from onnxruntime_extensions import (  # type: ignore[import-untyped]
@@ -96,41 +98,65 @@ def register_ort_ops() -> str:
             "(or pass --no-verify to 'dvit plugin-pass')"
         ) from e
     if not _REGISTERED:
-        code: dict[np.dtype[Any], Any] = {np.dtype(np.float32): PyCustomOpDef.dt_float, np.dtype(np.float16): PyCustomOpDef.dt_float16}
-        for sd, sc in code.items():
-            for td, tc in code.items():
 
-                def run(scores: np.ndarray, tokens: np.ndarray, **attrs: Any) -> tuple[np.ndarray, np.ndarray]:
-                    return topk_gather(scores, tokens, int(attrs["k"]))
+        def run(scores: np.ndarray, tokens: np.ndarray, **attrs: Any) -> tuple[np.ndarray, np.ndarray]:
+            return topk_gather(scores, tokens, int(attrs["k"]))
 
-                onnx_op(op_type=ort_op_type(sd, td), inputs=[sc, tc], outputs=[tc, PyCustomOpDef.dt_int32],
-                        attrs={"k": PyCustomOpDef.dt_int64})(run)
+        onnx_op(op_type=ORT_OP, inputs=[PyCustomOpDef.dt_float, PyCustomOpDef.dt_float],
+                outputs=[PyCustomOpDef.dt_float, PyCustomOpDef.dt_int32], attrs={"k": PyCustomOpDef.dt_int64})(run)
         _REGISTERED = True
     return str(get_library_path())
 
 
 def ort_model(model: Any) -> Any:
-    """A copy of `model` whose DvitTopKGather nodes ONNX Runtime runs through the reference (PyOp)."""
+    """A copy of `model` whose DvitTopKGather nodes ONNX Runtime runs through the reference (PyOp), with Casts
+    around FP16 inputs and outputs."""
     import onnx
-
-    from .onnx_utils import dtype_name
+    from onnx import TensorProto, helper
 
     m = onnx.ModelProto()
     m.CopyFrom(model)
     g = onnx.shape_inference.infer_shapes(m).graph  # not strict: it passes over the custom nodes
     types = {vi.name: vi.type.tensor_type.elem_type for vi in [*g.input, *g.value_info, *g.output]}
     types.update({i.name: i.data_type for i in g.initializer})
+    nodes: list[Any] = []
     n_plugins = 0
     for node in m.graph.node:
         if node.op_type != PLUGIN_OP or node.domain != PLUGIN_DOMAIN:
+            nodes.append(node)
             continue
-        dts = [np.dtype(dtype_name(types[t])) if t in types else np.dtype(np.float32) for t in node.input[:2]]
-        node.op_type = ort_op_type(*dts)
+        n_plugins += 1
+        for j, t in enumerate(node.input[:2]):
+            if types.get(t) == TensorProto.FLOAT16:
+                # Identity first: ONNX Runtime's CPU runs most FP16 ops in FP32 and drops a Cast pair
+                # f32->f16->f32 it finds adjacent, which would skip the FP16 rounding the original graph does
+                # before its Gather. The Identity keeps the value a real FP16 tensor.
+                held, node.input[j] = f"{t}/dvit_ref_f16", f"{t}/dvit_ref_f32"
+                nodes.append(helper.make_node("Identity", [t], [held], name=f"{node.name}/hold_f16_{j}"))
+                nodes.append(helper.make_node("Cast", [held], [node.input[j]], name=f"{node.name}/to_f32_{j}",
+                                              to=TensorProto.FLOAT))
+        after = []
+        if _tokens_fp16(types, node):
+            out = node.output[0]
+            node.output[0] = f"{out}/dvit_ref_f32"
+            after.append(helper.make_node("Cast", [node.output[0]], [out], name=f"{node.name}/to_f16",
+                                          to=TensorProto.FLOAT16))
+        node.op_type = ORT_OP
         node.domain = ORT_DOMAIN
         keep = [a for a in node.attribute if a.name == "k"]
         del node.attribute[:]
         node.attribute.extend(keep)
-        n_plugins += 1
+        nodes += [node, *after]
+    del m.graph.node[:]
+    m.graph.node.extend(nodes)
     if n_plugins and not any(o.domain == ORT_DOMAIN for o in m.opset_import):
         m.opset_import.append(onnx.helper.make_opsetid(ORT_DOMAIN, 1))
     return m
+
+
+def _tokens_fp16(types: dict[str, int], node: Any) -> bool:
+    """The plugin's kept tokens have its tokens input's type (the Cast above renamed that input)."""
+    from onnx import TensorProto
+
+    src = node.input[1].removesuffix("/dvit_ref_f32")
+    return types.get(src) == TensorProto.FLOAT16

@@ -24,22 +24,6 @@ from .regions import restage_names
 # calibrator and everything else to MinMax; percentile clipping is applied afterwards by us).
 MODELOPT_METHOD = {"entropy": "entropy", "max": "max", "percentile": "max"}
 
-def _disable_stub_tensorrt() -> None:
-    """ModelOpt treats an importable `tensorrt` as a working TensorRT; the `tensorrt-stubs` type-stub package,
-    when installed into site-packages (`make setup` keeps it out), makes an empty `tensorrt` importable and
-    ModelOpt then fails on trt.Logger. Tell ModelOpt there is no TensorRT unless the real bindings are present."""
-    from modelopt.onnx import trt_utils  # type: ignore[import-untyped]
-
-    try:
-        import tensorrt  # type: ignore[import-untyped]
-
-        real = hasattr(tensorrt, "Logger")
-    except ImportError:
-        real = False
-    if not real:
-        trt_utils.TRT_PYTHON_AVAILABLE = False
-
-
 class _KnownNoise:
     """Drops ModelOpt log lines that are expected here: NVML absent (CPU-only calibration by design),
     AutoCast's notes that it duplicated shared constants (harmless) and that Q/DQ nodes raise the opset to 19
@@ -119,7 +103,6 @@ def modelopt_int8(
     """ModelOpt INT8 PTQ on CPU: explicit Q/DQ, everything not quantized left FP32."""
     from modelopt.onnx.quantization import quantize  # type: ignore[import-untyped]
 
-    _disable_stub_tensorrt()
     _quiet_modelopt()
     # ModelOpt writes intermediate files beside its input: give it a private copy.
     local = work / f"{src.stem}.int8-input.onnx"

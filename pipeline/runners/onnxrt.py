@@ -23,11 +23,13 @@ def _has_plugin_nodes(model: Any) -> bool:
     return any(n.op_type == PLUGIN_OP and n.domain == PLUGIN_DOMAIN for n in model.graph.node)
 
 
-def session(model: Any, providers: str = "cpu", threads: int | None = None) -> Any:
+def session(model: Any, providers: str = "cpu", threads: int | None = None, optimize: bool = True) -> Any:
     """An InferenceSession of a ModelProto or an .onnx path.
 
     providers: "cpu" or "cuda" (refused, not silently replaced, when ONNX Runtime falls back to the CPU);
-    threads: intra-op threads (None keeps ONNX Runtime's default).
+    threads: intra-op threads (None keeps ONNX Runtime's default); optimize=False turns ONNX Runtime's graph
+    rewrites off, so that two graphs differing only in how an op is expressed compute the same bits (its Cast
+    elimination in FP16 graphs otherwise depends on the neighbouring ops).
     """
     import onnx
     import onnxruntime as ort  # type: ignore[import-untyped]
@@ -44,6 +46,8 @@ def session(model: Any, providers: str = "cpu", threads: int | None = None) -> A
         model = onnx.load(str(path))
     so = ort.SessionOptions()
     so.log_severity_level = 3
+    if not optimize:
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     if threads:
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
@@ -65,8 +69,9 @@ def session(model: Any, providers: str = "cpu", threads: int | None = None) -> A
 class OnnxRuntimeRunner(Runner):
     """A graph in ONNX Runtime behind the runner interface (see runners.base.Runner)."""
 
-    def __init__(self, model: Any, name: str | None = None, providers: str = "cpu", threads: int | None = None) -> None:
-        self.session = session(model, providers, threads)
+    def __init__(self, model: Any, name: str | None = None, providers: str = "cpu", threads: int | None = None,
+                 optimize: bool = True) -> None:
+        self.session = session(model, providers, threads, optimize)
         self.name = name or (Path(os.fspath(model)).stem if isinstance(model, (str, os.PathLike)) else "graph")
         self.providers = list(self.session.get_providers())
         shape = self.session.get_inputs()[0].shape
@@ -85,9 +90,9 @@ class OnnxRuntimeRunner(Runner):
         return dict(zip(names, self.session.run(names, {k: np.ascontiguousarray(v) for k, v in feeds.items()})))
 
 
-def run(model: Any, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def run(model: Any, feeds: dict[str, np.ndarray], optimize: bool = True) -> dict[str, np.ndarray]:
     """One-off CPU run of a graph (ModelProto or path) on `feeds`; outputs by name."""
-    return OnnxRuntimeRunner(model).infer(feeds)
+    return OnnxRuntimeRunner(model, optimize=optimize).infer(feeds)
 
 
 def graph_runners(graphs: Any, providers: str = "cpu", threads: int | None = None) -> tuple[Any, OnnxRuntimeRunner]:

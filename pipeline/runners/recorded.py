@@ -86,8 +86,9 @@ def load_recording(path: str | os.PathLike[str]) -> Recording:
         images, labels = z["images"], z["labels"]
         outputs = {k[len("out/"):]: z[k] for k in z.files if k.startswith("out/")}
     d, norm = meta["dataset"], meta["normalization"]
-    data = ImageSlice(images, labels, tuple(norm["mean"]), tuple(norm["std"]), d["source"], d["split"], int(d["first"]))
-    return Recording(meta, data, outputs, meta_path)
+    data = ImageSlice(images, labels, tuple(norm["mean"]), tuple(norm["std"]), d["source"], d["split"], int(d["first"]),
+                      d["spec"])
+    return Recording(meta, data, outputs, npz)
 
 
 class RecordedRunner(Runner):

@@ -45,7 +45,7 @@ from ..comparison import thresholds
 from ..comparison.driver import batch_consistency, compare
 from ..errors import CheckpointError, ConfigError, DvitError, ManifestError
 from ..graphset import GraphSet
-from ..image_slice import ImageSlice
+from ..image_slice import ImageSlice, data_spec
 from ..io import atomic_write_json, sha256_file
 from ..runners.base import Runner
 from ..runners.onnxrt import PROVIDERS, graph_runners
@@ -103,7 +103,7 @@ def pytorch_reference(gs: GraphSet, checkpoint: str | None, data: str | None, li
     ds = load_dataset(data, "test", gs.config.in_chans, gs.config.img_size)
     info = {"kind": "pytorch", "name": "PyTorch FP32", "checkpoint": {"path": str(path), "sha256": sha},
             "matches_manifest": ok}
-    return Reference(PyTorchRunner(model, device=device), from_image_set(ds, "test", limit), info)
+    return Reference(PyTorchRunner(model, device=device), from_image_set(ds, "test", limit, data), info)
 
 
 def recorded_reference(gs: GraphSet, path: str, data: str | None, limit: int | None) -> Reference:
@@ -121,8 +121,8 @@ def recorded_reference(gs: GraphSet, path: str, data: str | None, limit: int | N
             f"{rec.path.name} was recorded from checkpoint {str(rec.checkpoint_sha256)[:12]}, but {gs.root} was exported "
             f"from {want[:12]}: {fix}"
         )
-    if data is not None and data not in (rec.data.source, Path(rec.data.source).name):
-        raise DvitError(f"{rec.path.name} holds images of {rec.data.source}, not {data}: drop --data, or {fix} --data {data}")
+    if data is not None and data_spec(data) != rec.data.spec:
+        raise DvitError(f"{rec.path.name} holds images of {rec.data.spec}, not {data}: drop --data, or {fix} --data {data}")
     if limit is not None and limit > len(rec.data):
         raise DvitError(f"{rec.path.name} holds {len(rec.data)} images, fewer than --limit {limit}: pass --limit "
                         f"{len(rec.data)} or record more with 'dvit reference --limit {limit}'")
@@ -147,7 +147,7 @@ def graphs_reference(gs: GraphSet, ref_dir: str, data: str | None, limit: int | 
     info = {"kind": "graphs", "name": f"{ref.kind} {','.join(ref.precision)} ({ref.root.name})",
             "graphs": {"dir": str(ref.root), "kind": ref.kind, "sha256": ref.sha256, "precision": ref.precision},
             "matches_manifest": ref.checkpoint.get("sha256") == gs.checkpoint.get("sha256")}
-    return Reference(chain, from_image_set(ds, "test", limit), info)
+    return Reference(chain, from_image_set(ds, "test", limit, data), info)
 
 
 def reference_kind(spec: str) -> str:

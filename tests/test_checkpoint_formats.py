@@ -1,0 +1,74 @@
+"""The front door: every command that takes a checkpoint reads ours, the official DynamicViT format
+({'model': state_dict}) and timm/DeiT state dicts, through checkpoint.load_model, with the preset named by --model
+where the file does not say its architecture."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from tiny_models import trained_like
+
+from pipeline import cli
+from pipeline.checkpoint import load_model, save_checkpoint
+from pipeline.config import model_config
+from pipeline.errors import CheckpointError
+from pipeline.graphset import GraphSet
+from pipeline.model import DynamicViT
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("formats")
+    torch.manual_seed(0)
+    student = trained_like(DynamicViT(model_config("fmnist_tiny", keep_ratio=0.7)))
+    teacher = DynamicViT(model_config("fmnist_tiny", dense=True)).eval()
+    out = {"ours": d / "ours.pt", "official": d / "dynamicvit.pth", "timm": d / "deit.pth", "ddp": d / "ddp.pth"}
+    save_checkpoint(out["ours"], student)
+    # the official DynamicViT release: {'model': state_dict} (plus training state it may carry)
+    torch.save({"model": student.state_dict(), "epoch": 29}, out["official"])
+    # timm/DeiT: a bare state dict of the dense ViT; DDP-saved files prefix every key with 'module.'
+    torch.save(teacher.state_dict(), out["timm"])
+    torch.save({"state_dict": {f"module.{k}": v for k, v in teacher.state_dict().items()}}, out["ddp"])
+    return out
+
+
+def test_every_format_loads_with_the_preset(files: dict[str, Path]) -> None:
+    ours = load_model(files["ours"])
+    official = load_model(files["official"], preset="fmnist_tiny", keep_ratio=0.7)
+    assert official.cfg == ours.cfg
+    x = torch.randn(2, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(official.forward_inference(x).logits, ours.forward_inference(x).logits)
+    for key in ("timm", "ddp"):
+        t = load_model(files[key], preset="fmnist_tiny")
+        assert t.cfg.is_dense and t.cfg.num_classes == 10  # dense: no prediction modules in the file
+
+
+def test_a_foreign_file_without_its_architecture_names_the_fix(files: dict[str, Path]) -> None:
+    with pytest.raises(CheckpointError, match=r"not a dvit-edge checkpoint.*--model deit_small_patch16_224 --keep-ratio 0.7"):
+        load_model(files["official"])
+    with pytest.raises(CheckpointError, match="does not match the model configuration"):
+        load_model(files["official"], preset="deit_tiny_patch16_224")
+    with pytest.raises(CheckpointError, match="holds a 'fmnist_tiny' model, not 'deit_tiny_patch16_224'"):
+        load_model(files["ours"], preset="deit_tiny_patch16_224")
+
+
+def test_export_and_evaluate_take_official_and_timm_files(files: dict[str, Path], tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "export"
+    rc = cli.main(["export", "--checkpoint", str(files["official"]), "--teacher", str(files["timm"]), "--model",
+                   "fmnist_tiny", "--keep-ratio", "0.7", "--batch-sizes", "1", "--verify-images", "2", "--out", str(out),
+                   "--no-progress"])
+    assert rc == 0, capsys.readouterr().err
+    gs = GraphSet.load(out)
+    assert gs.config.keep_counts == [34, 24, 16] and gs.batch(1).teacher is not None
+    rc = cli.main(["evaluate", str(files["timm"]), str(files["official"]), "--model", "fmnist_tiny", "--limit", "16",
+                   "--no-speed"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "dynamicvit.pth" in text and "deit.pth" in text
+    # without --model: one line naming the fix, nothing written
+    rc = cli.main(["export", "--checkpoint", str(files["official"]), "--out", str(tmp_path / "x")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.count("\n") == 0 and "--model" in err and not (tmp_path / "x").exists()
