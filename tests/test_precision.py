@@ -18,6 +18,7 @@ from onnx import TensorProto
 
 from pipeline import precision
 from pipeline.precision import calibration
+from pipeline.graphset import GraphSet
 from pipeline.runners.onnxrt import OnnxRuntimeRunner
 from pipeline.config import model_config
 from pipeline.errors import DvitError
@@ -280,3 +281,28 @@ def test_cli_one_line_error(tiny: dict, capsys: pytest.CaptureFixture[str]) -> N
     rc = main(["precision", "--graphs", str(tiny["export"]), "--precision", "fp16,int8", "--out", str(tiny["root"] / "x")])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "\n" not in err and "4 stages" in err
+
+
+def test_teacher_gets_the_students_recipe_block_for_block(tmp_path: Path) -> None:
+    """Pruned against dense compares like for like: the teacher graph is converted with the same per-stage
+    precision on the same blocks (its nodes renamed into the student's stages), not left FP32."""
+    from pipeline.checkpoint import save_checkpoint
+    from pipeline.export import export
+
+    torch.manual_seed(1)
+    teacher = DynamicViT(model_config("fmnist_tiny").replace(**{**TINY, "pruning_loc": ()})).eval()
+    save_checkpoint(tmp_path / "teacher.pt", teacher)
+    save_checkpoint(tmp_path / "student.pt", tiny_model(0))
+    src = export(tmp_path / "student.pt", tmp_path / "export", teacher=tmp_path / "teacher.pt", batch_sizes=(2,),
+                 verify_images=2, progress=False).out
+    out = precision.build_precision(src, tmp_path / "mixed", "fp16,int8,fp32,fp16", calib_size=8,
+                                    cache_dir=tmp_path / "cache", calib_method="max", progress=False)
+    g = onnx.load(str(out / "b2" / "teacher.onnx"))
+    assert io_fp32(g)
+    q, c = qdq_per_stage(g), fp16_casts_per_stage(g)
+    assert set(q) == {1}, q  # INT8 exactly on the blocks of student stage 1 (block 1 of 4)
+    assert c[0] > 0 and c[3] > 0 and c[2] == 0
+    assert any("/blocks.1/" in n.name and precision.stage_of(n.name) == 1 for n in g.graph.node)
+    assert GraphSet.load(out).batch(2).teacher.info["precision"] == ["fp16", "int8", "fp32", "fp16"]
+    res = OnnxRuntimeRunner(out / "b2" / "teacher.onnx").infer({"images": np.zeros((2, 1, 28, 28), np.float32)})
+    assert np.isfinite(res["logits"]).all()

@@ -83,7 +83,7 @@ class FusedModule(nn.Module):
 
 
 class TeacherModule(nn.Module):
-    """The dense teacher: images -> logits (node names "/teacher/...")."""
+    """The dense teacher: images -> logits."""
 
     def __init__(self, teacher: DynamicViT) -> None:
         super().__init__()

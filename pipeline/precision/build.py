@@ -47,6 +47,7 @@ from .regions import (
     pruning_nodes,
     restage_names,
     stage_of,
+    stage_teacher_names,
 )
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -171,12 +172,16 @@ class _Builder:
     def convert(self, graph: GraphEntry, stages: list[GraphEntry], work: Path) -> dict[str, Any]:
         import onnx
 
-        b, entry, fused = str(graph.batch), graph.info, graph.role == "fused"
+        b, entry, fused = str(graph.batch), graph.info, graph.role in ("fused", "teacher")
         rel = entry["file"]
         src = self.src / rel
         dst = self.out / rel
         dst.parent.mkdir(parents=True, exist_ok=True)
         model = onnx.load(str(src))
+        if graph.role == "teacher":  # the student's recipe, block for block (see stage_teacher_names)
+            stage_teacher_names(model, self.cfg.pruning_loc)
+            src = work / f"teacher.b{b}.staged.onnx"
+            onnx.save(model, str(src))
         original = {n.name for n in model.graph.node}
         protected = pruning_nodes(model)
         if fused:
@@ -184,14 +189,14 @@ class _Builder:
             present = sorted({s for s in (stage_of(n.name) for n in model.graph.node) if s is not None})
             if present != list(range(len(stages))):
                 raise DvitError(
-                    f"{src}: fused graph node names carry stage prefixes {present}, expected /stage0/../stage{len(stages) - 1}/: "
+                    f"{src}: {graph.role} graph node names carry stage prefixes {present}, expected /stage0/../stage{len(stages) - 1}/: "
                     "re-export with the current 'dvit export'"
                 )
         else:
             wanted = [self.precisions[entry["index"]]]
         int8_stages = [i for i, p in enumerate(wanted) if p == "int8"]
         fp16_stages = [i for i, p in enumerate(wanted) if p == "fp16"]
-        family = f"{'fused' if fused else 'stage' + str(entry['index'])}"
+        family = graph.role if fused else f"stage{entry['index']}"
         current = src
         feeds: dict[str, np.ndarray] | None = None
         if int8_stages or fp16_stages:
@@ -273,11 +278,8 @@ class _Builder:
                 bar.update()
                 teacher = None
                 if g.teacher is not None:
-                    t = g.teacher
-                    (self.out / t.file).parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copyfile(t.path, self.out / t.file)
-                    info = {k: v for k, v in t.info.items() if k not in ("file", "sha256", "bytes")}
-                    teacher = file_entry(self.out, t.file, **info, precision="fp32")
+                    bar.set_postfix_str(f"b{g.batch} teacher {','.join(self.precisions)}")
+                    teacher = self.convert(g.teacher, g.stages, work)
                     bar.update()
                 graphs_out[g.batch] = batch_section(out_stages, fused, teacher)
         return graphs_out

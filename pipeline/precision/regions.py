@@ -103,18 +103,23 @@ def restage_names(model: Any, original: set[str]) -> int:
         i: (stage_of(n.name) if n.name in original else None) for i, n in enumerate(nodes)
     }
     pending = [i for i, n in enumerate(nodes) if n.name not in original]
-    while pending:
-        resolved = []
-        for i in pending:
-            down = [stage[c] for t in nodes[i].output for c in consumers.get(t, [])]
-            up = [stage[producer[t]] for t in nodes[i].input if t in producer]
-            found = next((s for s in down + up if s is not None), None)
-            if found is not None:
-                stage[i] = found
-                resolved.append(i)
-        if not resolved:
-            break
-        pending = [i for i in pending if stage[i] is None]
+    # Consumers first, through chains of inserted nodes (a Q feeding a DQ feeding stage 3 serves stage 3);
+    # producers only for what has no staged consumer at all.
+    for direction in ("down", "up"):
+        while pending:
+            resolved = []
+            for i in pending:
+                if direction == "down":
+                    near = [stage[c] for t in nodes[i].output for c in consumers.get(t, [])]
+                else:
+                    near = [stage[producer[t]] for t in nodes[i].input if t in producer]
+                found = next((s for s in near if s is not None), None)
+                if found is not None:
+                    stage[i] = found
+                    resolved.append(i)
+            if not resolved:
+                break
+            pending = [i for i in pending if stage[i] is None]
     renamed = 0
     for i, n in enumerate(nodes):
         if n.name in original or stage[i] is None:
@@ -210,3 +215,33 @@ def fp32_in_fp16_region(model: Any, fp16_stages: list[int] | None, protected: se
         if TensorProto.FLOAT in ts and TensorProto.FLOAT16 not in ts:
             kept.append(n.name)
     return kept
+
+
+BLOCK_RE = re.compile(r"/blocks\.(\d+)/")
+
+
+def stage_teacher_names(model: Any, pruning_loc: tuple[int, ...] | list[int]) -> int:
+    """Prefix the dense teacher's nodes with the student stage their blocks belong to ("/stage2/blocks.5/..").
+
+    The teacher is then converted by the fused graph's recipe: a per-stage mix such as fp16,int8,int8,fp16 puts
+    the same precision on the same blocks in both models, so that pruned and dense engines compare like for
+    like. Nodes outside the blocks belong to stage 0 before the first block (patch embedding) and to the last stage
+    after it (norm, head). Returns how many nodes were renamed.
+    """
+    edges = [0, *pruning_loc]
+    last = len(edges) - 1
+    seen_block = False
+    renamed = 0
+    for n in model.graph.node:
+        if stage_of(n.name) is not None:
+            continue
+        m = BLOCK_RE.search(n.name)
+        if m:
+            seen_block = True
+            block = int(m.group(1))
+            stage = max(i for i, e in enumerate(edges) if block >= e)
+        else:
+            stage = last if seen_block else 0
+        n.name = f"/stage{stage}/{n.name.lstrip('/')}"
+        renamed += 1
+    return renamed
