@@ -12,13 +12,13 @@ import torch
 from tiny_models import TINY, trained_like
 
 from pipeline import cli, export, onnx_utils, opscan
-from pipeline.runners.onnxrt import OnnxRuntimeRunner
-from pipeline.runners.onnxrt import run as run_onnx
 from pipeline.checkpoint import save_checkpoint
 from pipeline.data import load_fashion_mnist
 from pipeline.errors import CheckpointError, ConfigError, DvitError, ManifestError
 from pipeline.manifest import read_manifest
 from pipeline.model import DynamicViT, select_tokens
+from pipeline.runners.onnxrt import OnnxRuntimeRunner
+from pipeline.runners.onnxrt import run as run_onnx
 
 
 def tiny_student(seed: int = 0) -> DynamicViT:
