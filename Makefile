@@ -11,7 +11,7 @@ SYSTEM_SITE_PACKAGES ?= 0
 FMNIST_DIR ?= /usr/share/datasets/fashion-mnist
 RUNS ?= runs
 
-.PHONY: setup link-tensorrt-rtx data test test-all demo teacher train export precision reference validate plugin-pass pipeline plugins bench lint typecheck clean help
+.PHONY: setup link-tensorrt-rtx data test-tools test test-all demo teacher train export precision reference validate plugin-pass report pipeline plugins bench lint typecheck clean help
 
 help:
 	@echo "make setup     virtual environment with pinned dependencies, and the Fashion-MNIST data"
@@ -53,10 +53,24 @@ data:
 		echo "Fashion-MNIST not found in $(FMNIST_DIR): run 'sudo apt-get install dataset-fashion-mnist', or pass FMNIST_DIR=<dir with the four idx.gz files>"; exit 1; \
 	fi
 
-test: setup
+# What the tests drive for real: headless Chromium (the report), an OpenSSH server and rsync (deploy). Installed where
+# apt is available as root; elsewhere the tests that need them skip and say why.
+TEST_TOOLS = chromium:chromium sshd:openssh-server rsync:rsync ssh:openssh-client
+test-tools:
+	@missing=""; for t in $(TEST_TOOLS); do \
+		command -v $${t%%:*} >/dev/null || [ -x /usr/sbin/$${t%%:*} ] || missing="$$missing $${t#*:}"; \
+	done; \
+	if [ -z "$$missing" ]; then :; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	else \
+		echo "not installed:$$missing (the tests that need them skip; install them to run those tests)"; \
+	fi
+
+test: setup test-tools
 	$(PY) -m pytest -q -m "not slow"
 
-test-all: setup
+test-all: setup test-tools
 	$(PY) -m pytest -q
 
 lint: setup
@@ -115,6 +129,12 @@ plugin-pass: setup
 	for p in $(PRECISIONS); do \
 		$(DVIT) plugin-pass --graphs $(RUNS)/precision-$${p//,/-} --out $(RUNS)/plugin-$${p//,/-} --overwrite || exit 1; \
 	done
+
+# One self-contained page from what validate (and latency, build) wrote.
+report: setup
+	$(DVIT) report --validation $(RUNS)/validate-export.json $(filter-out $(RUNS)/validate-export.json,$(wildcard $(RUNS)/validate-*.json)) \
+		$(if $(wildcard $(RUNS)/latency*.json),--latency $(wildcard $(RUNS)/latency*.json)) \
+		$(if $(wildcard $(RUNS)/reference.npz),--reference $(RUNS)/reference.npz) --out $(RUNS)/report
 
 # demo, then every ONNX stage on its output
 pipeline: demo export precision plugin-pass validate

@@ -20,6 +20,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("plugin-pass", "pipeline.plugin_pass", "replace TopK+Gather pruning patterns with the DvitTopKGather plugin"),
     ("reference", "pipeline.reference", "record PyTorch's outputs on a dataset slice, to validate where torch is absent"),
     ("validate", "pipeline.validate", "any graph set against PyTorch, a recorded reference or another graph set"),
+    ("report", "pipeline.report", "one self-contained page (HTML, plus Markdown and JSON) of validation, latency and engines"),
 ]
 
 

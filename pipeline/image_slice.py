@@ -23,6 +23,7 @@ class ImageSlice:
     split: str
     start: int = 0  # the slice is images start .. start+n-1 of the split, in the split's order
     spec: str = "fashion-mnist"  # the --data argument that names the dataset (see data_spec)
+    classes: tuple[str, ...] = ()  # class names, by label
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -36,7 +37,7 @@ class ImageSlice:
 
     def head(self, n: int) -> ImageSlice:
         return ImageSlice(self.images[:n], self.labels[:n], self.mean, self.std, self.source, self.split, self.start,
-                          self.spec)
+                          self.spec, self.classes)
 
     def describe(self) -> dict[str, Any]:
         return {"source": self.source, "spec": self.spec, "split": self.split, "first": self.start, "samples": len(self)}
@@ -53,4 +54,4 @@ def from_image_set(ds: Any, split: str, limit: int | None = None, data: str | No
     """The first `limit` images (all when None) of a data.ImageSet loaded from --data `data`."""
     n = len(ds) if limit is None else min(limit, len(ds))
     return ImageSlice(ds.images[:n].numpy(), ds.labels[:n].numpy().astype(np.int64), tuple(ds.mean), tuple(ds.std),
-                      ds.source, split, 0, data_spec(data))
+                      ds.source, split, 0, data_spec(data), tuple(ds.classes))

@@ -27,7 +27,7 @@ DEVICE_MODULES = [
     "pipeline.graphset", "pipeline.image_slice", "pipeline.runners", "pipeline.runners.base", "pipeline.runners.chain",
     "pipeline.runners.onnxrt", "pipeline.runners.recorded", "pipeline.comparison.metrics",
     "pipeline.comparison.thresholds", "pipeline.comparison.driver", "pipeline.validate", "pipeline.validate.tables",
-    "pipeline.targets", "pipeline.trt_backend", "pipeline.plan_header", "pipeline.cli",
+    "pipeline.targets", "pipeline.trt_backend", "pipeline.plan_header", "pipeline.report", "pipeline.cli",
 ]
 BLOCKER = """
 import importlib.abc, sys

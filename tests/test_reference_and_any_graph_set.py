@@ -27,7 +27,7 @@ pytest.importorskip("onnxruntime_extensions", reason="plugin graphs run in ONNX 
 
 LIMIT = 20  # 5 batches of 4; not a multiple of REF_CHUNK, so the last chunk is partial
 REPO = Path(__file__).resolve().parents[1]
-PROVENANCE = ("reference", "elapsed_s", "graphs_dir", "manifest", "precision", "requirements")
+PROVENANCE = ("reference", "elapsed_s", "graphs_dir", "manifest", "precision", "requirements", "model")
 
 
 @pytest.fixture(scope="module")

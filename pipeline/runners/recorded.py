@@ -41,15 +41,19 @@ def save_recording(
     """Write REF.npz and REF.json (each atomically; the JSON, written last, names the npz's hash)."""
     npz, meta = _paths(path)
 
+    arrays: dict[str, np.ndarray] = {"images": data.images, "labels": data.labels,
+                                     **{f"out/{k}": v for k, v in outputs.items()}}
+
     def write(p: Path) -> None:
         with open(p, "wb") as f:
-            np.savez(f, images=data.images, labels=data.labels, **{f"out/{k}": v for k, v in outputs.items()})
+            np.savez(f, **arrays)  # type: ignore[arg-type]
 
     atomic_write(npz, write)
     atomic_write_json(meta, {
         "format": FORMAT,
         "dataset": data.describe(),
         "normalization": {"mean": list(data.mean), "std": list(data.std)},
+        "classes": list(data.classes),
         "model": model,
         "tensors": {k: {"shape": list(v.shape), "dtype": v.dtype.name} for k, v in outputs.items()},
         "npz": {"file": npz.name, "sha256": sha256_file(npz)},
@@ -87,7 +91,7 @@ def load_recording(path: str | os.PathLike[str]) -> Recording:
         outputs = {k[len("out/"):]: z[k] for k in z.files if k.startswith("out/")}
     d, norm = meta["dataset"], meta["normalization"]
     data = ImageSlice(images, labels, tuple(norm["mean"]), tuple(norm["std"]), d["source"], d["split"], int(d["first"]),
-                      d["spec"])
+                      d["spec"], tuple(meta.get("classes") or ()))
     return Recording(meta, data, outputs, npz)
 
 

@@ -12,6 +12,7 @@ Metrics, thresholds and the driver are in pipeline.comparison (see its driver's 
 JSON (--json OUT.json), format "dvit-edge/validation/v2":
     {
       "format", "graphs_dir", "manifest": {"kind", "sha256"}, "precision": [per stage],
+      "model": {"config", "keep_counts", "checkpoint": {"path", "sha256"}},
       "reference": {"kind": "pytorch"|"recorded"|"graphs", "name", "accuracy", "matches_manifest", ...provenance},
       "dataset": {"source", "split", "first", "samples"}, "batch_size", "providers", "threads", "elapsed_s",
       "chain": {"accuracy", "agreement", "logits": ERR,
@@ -232,6 +233,7 @@ def _run(gs: GraphSet, graphs: Any, ref: Reference, providers: str, consistency_
         "graphs_dir": str(gs.root),
         "manifest": {"kind": gs.kind, "sha256": gs.sha256},
         "precision": gs.precision,
+        "model": {"config": cfg.to_dict(), "keep_counts": cfg.keep_counts, "checkpoint": gs.checkpoint},
         "dataset": ref.data.describe(),
         "batch_size": graphs.batch,
         "providers": fused.providers,
