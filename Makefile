@@ -153,7 +153,9 @@ PLUGINS_JOBS ?= 2
 DVIT_TARGET ?= desktop
 # TARGET=<profile in targets/> takes the CUDA architectures from that profile (`dvit targets` lists them).
 TARGET ?=
-TENSORRT_ROOT ?=
+# TensorRT headers: the system's where TensorRT is installed (JetPack: /usr/include/aarch64-linux-gnu); on this
+# project's machines the public 11.1 headers beside the clone (TensorRT-RTX's registry has TensorRT 11's layout).
+TENSORRT_ROOT ?= $(firstword $(wildcard ../shared/tensorrt-oss/v11.1))
 CUDA_ARCHS ?= $(if $(TARGET),$(shell $(PY) -m pipeline.targets --cuda-archs $(TARGET)))
 .PHONY: bench-plugins
 

@@ -1,11 +1,13 @@
 """Benchmark: DvitTopKGather kernel vs torch.topk + gather, at DeiT-S / keep ratio 0.7 (N=196, k=137, C=384).
 
     python benchmarks/bench_topk_gather.py [--lib build/plugins/libdvit_topk_gather_kernel.so] [--sweep-tiles]
+    python benchmarks/bench_topk_gather.py --n 1024 --c 768 --sweep-tiles   # large N: select-once vs fused
 
 Timing: CUDA events around CUDA-graph replays of --inner launches (GPU time per call, without Python/launch
 overhead), after --warmup replays; the median over --repeats replays is reported. "eager" columns time the same
 calls issued one by one from Python (what a Python caller sees). The torch baseline is what an exported graph does:
-TopK -> Gather(rows) -> Concat(class token). Writes benchmarks/results/topk_gather_bench_<gpu-slug>.json.
+TopK -> Gather(rows) -> Concat(class token). Writes benchmarks/results/topk_gather_bench_<gpu-slug>.json (other
+shapes: topk_gather_bench_<gpu-slug>_n<N>_k<k>_c<C>.json).
 Without a CUDA GPU it prints one line and exits 0.
 """
 
@@ -64,7 +66,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lib", type=Path, default=DEFAULT_LIB, help="libdvit_topk_gather_kernel.so")
     parser.add_argument("--n", type=int, default=196)
-    parser.add_argument("--k", type=int, default=137)
+    parser.add_argument("--k", type=int, default=None, help="tokens kept (default: round(0.7 N), 137 at N=196)")
     parser.add_argument("--c", type=int, default=384)
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 64])
     parser.add_argument("--warmup", type=int, default=20, help="graph replays before timing")
@@ -86,7 +88,8 @@ def main() -> int:
         print(f"bench_topk_gather: {args.lib} not found; build it first with `make plugins`.", file=sys.stderr)
         return 2
     lib = _load(args.lib)
-    n, k, c = args.n, args.k, args.c
+    n, c = args.n, args.c
+    k = args.k if args.k is not None else round(0.7 * n)
     dev = torch.device("cuda")
 
     def time_graph(fn) -> float:
@@ -160,12 +163,18 @@ def main() -> int:
             }
             row["speedup"] = round(row["torch_topk_gather_us"] / row["ours_us"], 2)
             if args.sweep_tiles:
-                row["tiles_us"] = {t: round(time_graph(lambda t=t, f=ours: f(t)), 3)
-                                   for t in (1, 2, 4, 8, 16, 32, 64, 138)}
+                tile_counts = [t for t in (1, 2, 4, 8, 16, 32, 64, 138, 256, 528) if t <= k + 1]
+                row["tiles_us"] = {t: round(time_graph(lambda t=t, f=ours: f(t)), 3) for t in tile_counts}
+                if n >= 1024:
+                    # Negative tiles force the fused launch (every tile sorts again), the rule before the select-once
+                    # path: the same tile counts side by side show what sorting once per image saves.
+                    row["fused_tiles_us"] = {t: round(time_graph(lambda t=t, f=ours: f(-t)), 3)
+                                             for t in tile_counts}
             rows.append(row)
             print(f"{b:>4} {row['dtype']:>5} {row['ours_us']:>9.2f} {row['torch_topk_gather_us']:>9.2f} "
                   f"{row['speedup']:>7.2f}x {row['ours_eager_us']:>11.2f} {row['torch_topk_gather_eager_us']:>12.2f}"
-                  + (f"  tiles: {row['tiles_us']}" if args.sweep_tiles else ""))
+                  + (f"  tiles: {row['tiles_us']}" if args.sweep_tiles else "")
+                  + (f"  fused tiles: {row['fused_tiles_us']}" if "fused_tiles_us" in row else ""))
 
     name = torch.cuda.get_device_name()
     record = {
@@ -180,7 +189,8 @@ def main() -> int:
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "results": rows,
     }
-    out_path = args.out or RESULTS_DIR / f"topk_gather_bench_{_slug(name)}.json"
+    suffix = "" if (n, k, c) == (196, 137, 384) else f"_n{n}_k{k}_c{c}"  # other shapes never overwrite DeiT-S's
+    out_path = args.out or RESULTS_DIR / f"topk_gather_bench_{_slug(name)}{suffix}.json"
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(json.dumps(record, indent=2) + "\n")
     print(f"wrote {out_path}")

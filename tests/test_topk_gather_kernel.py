@@ -6,7 +6,8 @@ contract), then a gather of the class token and the selected patch rows. The ker
 
 Sweep: B in {1, 8, 64} x N in {49, 196, 576, 1024} x C in {64, 192, 384, 768} x {fp32, fp16, fp32 scores with fp16
 tokens} x {random, tied} scores; every k for N <= 196, a dense sweep with the edges for larger N. Plus special
-values (NaN, +-inf, +-0), non-default streams, forced tilings and misaligned / odd-sized rows.
+values (NaN, +-inf, +-0), non-default streams, forced tilings, misaligned / odd-sized rows, and N = 1024..4096
+through both the select-once launches (the automatic choice there) and the fused launch.
 
 Set DVIT_TOPK_KERNEL_LIB to a built libdvit_topk_gather_kernel.so to skip the build. On a GPU the module writes
 benchmarks/results/topk_gather_kernel_<gpu-name-slug>.json with the counts of cases passed.
@@ -224,6 +225,22 @@ def test_streams_and_forced_tilings(lib) -> None:
     for tiles in (1, 2, 3, 5, 17, 138, 10_000):  # 10000 is clamped to k + 1
         with torch.cuda.stream(side):
             _check_all_k(lib, scores, tokens, [1, 137, 196], f"tiles={tiles}", tiles=tiles, stream=side)
+
+
+@pytest.mark.parametrize("dtype_name", ["fp32", "fp16"])
+@pytest.mark.parametrize("n", [1024, 2048, 4096])
+def test_large_n_select_once_and_fused_agree(lib, n: int, dtype_name: str) -> None:
+    """From N = 1024 on, the automatic launch sorts each image once (select launch, then gather launch reading
+    kept_indices); tiles=1 is the single fused block, -7 the fused launch with 7 tiles (each sorting again, the rule
+    before) and 7 the select-once path forced to 7 tiles. All must give the reference bits."""
+    sdt, tdt = DTYPES[dtype_name]
+    gen = torch.Generator().manual_seed(n + len(dtype_name))
+    ks = sorted({1, 2, n // 2, round(0.7 * n), n - 1, n})
+    for b, c in ((1, 768), (8, 64)):
+        scores = _scores(b, n, "tied", sdt, gen)
+        tokens = torch.randn(b, n + 1, c, generator=gen).to(tdt).cuda()
+        for tiles in (0, 1, 7, -7):
+            _check_all_k(lib, scores, tokens, ks, f"B={b} N={n} C={c} {dtype_name} tiles={tiles}", tiles=tiles)
 
 
 @pytest.mark.parametrize(("c", "offset"), [(3, 0), (5, 1), (384, 1), (384, 2), (12, 3)])

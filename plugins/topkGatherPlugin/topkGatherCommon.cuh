@@ -38,6 +38,12 @@ constexpr int32_t kMaxThreads = 1024;
 constexpr int32_t kMinThreads = 256;
 //! Key of a padding slot: larger than every real key, so padding sorts to the end.
 constexpr uint64_t kPadKey = ~0ull;
+//! From this N on, an image's selection runs once (a select launch writes kept_indices, then a gather launch copies
+//! the rows named there) instead of once in every row tile: the sort costs O(P log^2 P) per block, which at large N
+//! outweighs the second launch (~2 us), while below it the redundant sorts are cheaper than that launch.
+constexpr int32_t kSelectOnceMinN = 1024;
+//! Threads per block of the gather launch of the select-once path (no sort there, so no need for P/2 threads).
+constexpr int32_t kGatherThreads = 256;
 
 DVIT_HD uint32_t floatBits(float s)
 {
@@ -165,11 +171,19 @@ DVIT_HD int32_t sourceRow(uint64_t const* keys, int32_t row)
     return row == 0 ? 0 : static_cast<int32_t>(keyIndex(keys[row - 1])) + 1;
 }
 
+//! The same from an image's kept_indices row (the gather launch of the select-once path reads it from global
+//! memory, where the select launch wrote it).
+DVIT_HD int32_t sourceRow(int32_t const* indicesRow, int32_t row)
+{
+    return row == 0 ? 0 : indicesRow[row - 1] + 1;
+}
+
 //! Phase 3b: copy output rows [row0, row1) of one image. U is the copy unit (uint4 = 16 bytes, ..., uint8_t);
 //! unitsPerRow = C * sizeof(token) / sizeof(U). Consecutive threads take consecutive units of a row (coalesced);
-//! each thread issues up to kUnroll independent loads before its stores.
-template <typename U>
-DVIT_HD void gatherRows(uint64_t const* keys, U const* tokensImage, U* outImage, int32_t unitsPerRow, int32_t row0,
+//! each thread issues up to kUnroll independent loads before its stores. `selection` is the sorted keys in shared
+//! memory (fused path) or the image's kept_indices row (select-once path).
+template <typename U, typename Sel>
+DVIT_HD void gatherRows(Sel const* selection, U const* tokensImage, U* outImage, int32_t unitsPerRow, int32_t row0,
     int32_t row1, int32_t tid, int32_t nthreads)
 {
     constexpr int32_t kUnroll = 4;
@@ -190,7 +204,7 @@ DVIT_HD void gatherRows(uint64_t const* keys, U const* tokensImage, U* outImage,
                 int32_t const rr = e / unitsPerRow;
                 int32_t const u = e - rr * unitsPerRow;
                 int32_t const row = row0 + rr;
-                int32_t const src = sourceRow(keys, row);
+                int32_t const src = sourceRow(selection, row);
                 v[j] = tokensImage[static_cast<int64_t>(src) * unitsPerRow + u];
                 dst[j] = static_cast<int64_t>(row) * unitsPerRow + u;
             }
@@ -212,14 +226,22 @@ DVIT_HD void gatherRows(uint64_t const* keys, U const* tokensImage, U* outImage,
 // Launch configuration (host side), shared with the host test so that its emulation uses the real numbers.
 // ---------------------------------------------------------------------------------------------------------------
 
+//! Two shapes of launch:
+//!   fused (selectOnce false): one launch, grid (B, tiles); every block sorts its image's keys, then copies its row
+//!     tile (tile 0 also writes kept_indices). tiles > 1 recomputes the selection per tile.
+//!   select-once (selectOnce true, N >= kSelectOnceMinN and more than one tile): a select launch, grid (B, 1),
+//!     sorts and writes kept_indices; then a gather launch, grid (B, tiles), gatherThreads threads, no shared
+//!     memory, copies the rows named in kept_indices. Each image is sorted exactly once.
 struct LaunchConfig
 {
-    int32_t p;           //!< N padded to a power of two
-    int32_t threads;     //!< threads per block
-    int32_t tiles;       //!< row tiles per image (grid.y); each recomputes the selection
-    int32_t unitBytes;   //!< copy unit: 16, 8, 4, 2 or 1 bytes
-    int32_t unitsPerRow; //!< C * tokenBytes / unitBytes
-    int32_t smemBytes;   //!< dynamic shared memory: P keys of 8 bytes
+    int32_t p;             //!< N padded to a power of two
+    int32_t threads;       //!< threads per block of the sorting launch (fused, or select)
+    int32_t tiles;         //!< row tiles per image (grid.y of the launch that copies rows)
+    int32_t unitBytes;     //!< copy unit: 16, 8, 4, 2 or 1 bytes
+    int32_t unitsPerRow;   //!< C * tokenBytes / unitBytes
+    int32_t smemBytes;     //!< dynamic shared memory of the sorting launch: P keys of 8 bytes
+    bool selectOnce;       //!< select launch + gather launch instead of one fused launch
+    int32_t gatherThreads; //!< threads per block of the launch that copies rows (= threads when fused)
 };
 
 //! The widest copy unit that divides the row size and to which both token pointers are aligned.
@@ -235,12 +257,16 @@ inline int32_t chooseUnitBytes(int64_t rowBytes, uintptr_t tokens, uintptr_t out
     return 1;
 }
 
-//! tilesOverride > 0 forces the number of row tiles per image (clamped to [1, k+1]); 0 chooses it: enough blocks
-//! to give every SM about four (the selection is recomputed per block, ~1-2 us), but no tile under ~8 KiB of output.
+//! tilesOverride > 0 forces the number of row tiles per image (clamped to [1, k+1]); < 0 forces -tilesOverride tiles
+//! in the fused launch even from kSelectOnceMinN on (benchmarks compare the two); 0 chooses it: enough blocks
+//! to give every SM about four (below kSelectOnceMinN each block recomputes the selection, ~1-2 us at N=196), but
+//! no tile under ~8 KiB of output.
 inline LaunchConfig makeLaunchConfig(int64_t batch, int32_t n, int64_t c, int32_t k, int32_t tokenBytes,
     uintptr_t tokens, uintptr_t out, int32_t smCount, int32_t tilesOverride)
 {
     LaunchConfig cfg{};
+    bool const forceFused = tilesOverride < 0;
+    tilesOverride = forceFused ? -tilesOverride : tilesOverride;
     cfg.p = nextPow2(n);
     int32_t threads = cfg.p / 2;
     threads = threads < kMinThreads ? kMinThreads : threads;
@@ -268,6 +294,9 @@ inline LaunchConfig makeLaunchConfig(int64_t batch, int32_t n, int64_t c, int32_
     tiles = tiles < 1 ? 1 : tiles;
     tiles = tiles > rows ? rows : tiles;
     cfg.tiles = static_cast<int32_t>(tiles);
+    // With a single tile the fused launch already sorts once per image; a second launch would only add latency.
+    cfg.selectOnce = !forceFused && n >= kSelectOnceMinN && cfg.tiles > 1;
+    cfg.gatherThreads = cfg.selectOnce ? kGatherThreads : cfg.threads;
     return cfg;
 }
 

@@ -56,7 +56,9 @@ DVIT_EXPORT int32_t dvit_topk_gather_launch(void const* scores, void const* toke
     int32_t* kept_indices, int64_t batch, int64_t n, int64_t c, int64_t k, int32_t scores_dtype, int32_t tokens_dtype,
     void* stream);
 
-/* As dvit_topk_gather_launch, with the number of row tiles per image forced (0 = automatic). For tuning only. */
+/* As dvit_topk_gather_launch, with the number of row tiles per image forced, for tuning and benchmarks only:
+ * 0 = automatic; t > 0 = t tiles (from N = 1024 on and with t > 1: select launch + gather launch); t < 0 = -t tiles
+ * in the fused launch whatever N (every tile sorts again: the rule before the select-once path, for comparison). */
 DVIT_EXPORT int32_t dvit_topk_gather_launch_tiles(void const* scores, void const* tokens, void* kept_tokens,
     int32_t* kept_indices, int64_t batch, int64_t n, int64_t c, int64_t k, int32_t scores_dtype, int32_t tokens_dtype,
     void* stream, int32_t tiles);

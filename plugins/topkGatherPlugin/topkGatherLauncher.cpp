@@ -118,9 +118,9 @@ DVIT_EXPORT int32_t dvit_topk_gather_launch_tiles(void const* scores, void const
                 + (tokens == nullptr ? " tokens" : "") + (kept_tokens == nullptr ? " kept_tokens" : "")
                 + (kept_indices == nullptr ? " kept_indices" : ""));
     }
-    if (tiles < 0)
+    if (tiles == std::numeric_limits<int32_t>::min())
     {
-        return fail(DVIT_TOPK_ERR_SHAPE, "tiles=" + num(tiles) + " must be >= 0 (0 = automatic)");
+        return fail(DVIT_TOPK_ERR_SHAPE, "tiles=" + num(tiles) + " is out of range (0 = automatic)");
     }
     int32_t const err = dvit::detail::topkGatherEnqueue(scores, tokens, kept_tokens, kept_indices, batch,
         static_cast<int32_t>(n), c, static_cast<int32_t>(k), scores_dtype, tokens_dtype, stream, tiles);

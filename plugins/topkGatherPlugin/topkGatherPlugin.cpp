@@ -11,8 +11,11 @@
 
 #include "topkGatherKernel.h"
 
+#include <dlfcn.h>
+
 #include <atomic>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <memory>
@@ -47,10 +50,26 @@ namespace trt
 
 namespace
 {
+// Shared state lives in function-local statics, never in namespace-scope objects with dynamic initialisation: the
+// load-time registrar (topkGatherRegistration.cpp, another translation unit) may report an error before this file's
+// globals would have been constructed. The atomics below have constexpr constructors (constant initialisation,
+// done before any code runs), so they may stay global.
 std::atomic<nvinfer1::ILoggerFinder*> gLoggerFinder{nullptr};
 std::atomic<ILogger*> gFallbackLogger{nullptr};
-std::mutex gLastErrorMutex;
-std::string gLastError;
+
+struct LastError
+{
+    std::mutex mutex;
+    std::string message;
+};
+
+//! Created on first use and deliberately never destroyed, so that an error reported while other static objects
+//! are being destroyed (process exit, library unload) still finds it alive.
+LastError& lastErrorState()
+{
+    static LastError* const state = new LastError();
+    return *state;
+}
 
 void emit(ILogger::Severity severity, std::string const& message) noexcept
 {
@@ -72,11 +91,40 @@ void emit(ILogger::Severity severity, std::string const& message) noexcept
         std::fprintf(stderr, "[%s] %s\n", severity == ILogger::Severity::kWARNING ? "W" : "E", message.c_str());
     }
 }
+
+//! The ILoggerFinder layout of the library that implements `finder`: 11 (TensorRT >= 11 and TensorRT-RTX, where it
+//! derives from IVersionedInterface), 10 (TensorRT 10: findLogger is the first virtual), 0 if not recognised.
+int32_t finderLayout(nvinfer1::ILoggerFinder const* finder) noexcept
+{
+    Dl_info info{};
+    void const* const vtable = *reinterpret_cast<void const* const*>(finder);
+    if (dladdr(vtable, &info) == 0 || info.dli_fname == nullptr)
+    {
+        return 0;
+    }
+    char const* name = std::strrchr(info.dli_fname, '/');
+    name = name != nullptr ? name + 1 : info.dli_fname;
+    if (std::strncmp(name, "libtensorrt_rtx", 15) == 0)
+    {
+        return 11;
+    }
+    char const* const so = std::strstr(name, ".so.");
+    if (std::strncmp(name, "libnvinfer", 10) == 0 && so != nullptr)
+    {
+        return std::atoi(so + 4) >= 11 ? 11 : 10;
+    }
+    return 0;
+}
 } // namespace
 
 void setLoggerFinder(nvinfer1::ILoggerFinder* finder) noexcept
 {
-    gLoggerFinder.store(finder);
+    // A finder from a runtime with the other layout would be called through the wrong vtable slot (a 10.x build in
+    // TensorRT-RTX would call getAPILanguage() and take its 0 for a null logger): ignore it, messages then go to
+    // the fallback logger or stderr. The plugin and creator interfaces themselves are the same in both layouts.
+    constexpr int32_t kOurLayout = NV_TENSORRT_MAJOR >= 11 ? 11 : 10;
+    int32_t const theirs = finder != nullptr ? finderLayout(finder) : 0;
+    gLoggerFinder.store(theirs == 0 || theirs == kOurLayout ? finder : nullptr);
 }
 
 void setFallbackLogger(ILogger* logger) noexcept
@@ -86,8 +134,9 @@ void setFallbackLogger(ILogger* logger) noexcept
 
 std::string lastError()
 {
-    std::lock_guard<std::mutex> lock(gLastErrorMutex);
-    return gLastError;
+    LastError& state = lastErrorState();
+    std::lock_guard<std::mutex> lock(state.mutex);
+    return state.message;
 }
 
 void reportError(std::string const& message) noexcept
@@ -95,8 +144,9 @@ void reportError(std::string const& message) noexcept
     try
     {
         {
-            std::lock_guard<std::mutex> lock(gLastErrorMutex);
-            gLastError = message;
+            LastError& state = lastErrorState();
+            std::lock_guard<std::mutex> lock(state.mutex);
+            state.message = message;
         }
         emit(ILogger::Severity::kERROR, message);
     }
@@ -118,7 +168,13 @@ void reportWarning(std::string const& message) noexcept
 namespace
 {
 
-std::string const kWho = std::string(kPluginNamespace) + "::" + kPluginName + " v" + kPluginVersion + ": ";
+//! Message prefix, "dvit::DvitTopKGather v1: " (function-local and never destroyed, as lastErrorState).
+std::string const& who()
+{
+    static std::string const* const prefix
+        = new std::string(std::string(kPluginNamespace) + "::" + kPluginName + " v" + kPluginVersion + ": ");
+    return *prefix;
+}
 
 char const* dataTypeName(DataType t)
 {
@@ -193,7 +249,7 @@ void TopKGatherPlugin::error(ErrorCode code, std::string const& message) const n
 {
     try
     {
-        std::string const full = kWho + message;
+        std::string const full = who() + message;
         if (mErrorRecorder != nullptr)
         {
             mErrorRecorder->reportError(code, full.c_str());
@@ -255,41 +311,16 @@ int32_t TopKGatherPlugin::checkConcreteDims(
 {
     try
     {
-        if (scores.nbDims != 2 || tokens.nbDims != 3)
+        if (char const* problem = structuralProblem(scores, tokens))
         {
-            error(ErrorCode::kINVALID_ARGUMENT,
-                std::string(where) + ": scores must be [B, N] and tokens [B, N+1, C], got scores "
-                    + dimsToString(scores) + " and tokens " + dimsToString(tokens));
+            reportShapeError(where, problem, scores, tokens);
             return -1;
         }
-        int64_t const b = scores.d[0];
-        int64_t const n = scores.d[1];
-        int64_t const tb = tokens.d[0];
-        int64_t const tn = tokens.d[1];
-        int64_t const c = tokens.d[2];
-        std::string const shapes = " (scores " + dimsToString(scores) + ", tokens " + dimsToString(tokens) + ")";
-        if (b < 1 || n < 1 || tb < 1 || tn < 1 || c < 1)
+        if (dvit_topk_gather_validate(scores.d[0], scores.d[1], tokens.d[2], mK, dtypeCode(scoresType),
+                dtypeCode(tokensType))
+            != DVIT_TOPK_OK)
         {
-            error(ErrorCode::kINVALID_ARGUMENT, std::string(where) + ": zero-sized dimension" + shapes);
-            return -1;
-        }
-        if (b != tb)
-        {
-            error(ErrorCode::kINVALID_ARGUMENT,
-                std::string(where) + ": batch mismatch, scores has B=" + std::to_string(b) + " but tokens B="
-                    + std::to_string(tb) + shapes);
-            return -1;
-        }
-        if (tn != n + 1)
-        {
-            error(ErrorCode::kINVALID_ARGUMENT,
-                std::string(where) + ": tokens dim 1 must be N+1 = " + std::to_string(n + 1)
-                    + " (class token first), got " + std::to_string(tn) + shapes);
-            return -1;
-        }
-        if (dvit_topk_gather_validate(b, n, c, mK, dtypeCode(scoresType), dtypeCode(tokensType)) != DVIT_TOPK_OK)
-        {
-            error(ErrorCode::kINVALID_ARGUMENT, std::string(where) + ": " + dvit_topk_gather_last_error() + shapes);
+            reportShapeError(where, dvit_topk_gather_last_error(), scores, tokens);
             return -1;
         }
         return 0;
@@ -297,6 +328,42 @@ int32_t TopKGatherPlugin::checkConcreteDims(
     catch (...)
     {
         return -1;
+    }
+}
+
+char const* TopKGatherPlugin::structuralProblem(Dims const& scores, Dims const& tokens) noexcept
+{
+    if (scores.nbDims != 2 || tokens.nbDims != 3)
+    {
+        return "scores must be [B, N] and tokens [B, N+1, C]";
+    }
+    if (scores.d[0] < 1 || scores.d[1] < 1 || tokens.d[0] < 1 || tokens.d[1] < 1 || tokens.d[2] < 1)
+    {
+        return "zero-sized dimension";
+    }
+    if (scores.d[0] != tokens.d[0])
+    {
+        return "batch mismatch, scores and tokens differ in B";
+    }
+    if (tokens.d[1] != scores.d[1] + 1)
+    {
+        return "tokens dim 1 must be N+1 (class token first)";
+    }
+    return nullptr;
+}
+
+void TopKGatherPlugin::reportShapeError(char const* where, char const* problem, Dims const& scores, Dims const& tokens,
+    ErrorCode code) const noexcept
+{
+    try
+    {
+        error(code,
+            std::string(where) + ": " + problem + " (scores " + dimsToString(scores) + ", tokens "
+                + dimsToString(tokens) + ")");
+    }
+    catch (...)
+    {
+        std::fputs("DvitTopKGather: error while reporting an error\n", stderr);
     }
 }
 
@@ -530,34 +597,30 @@ int32_t TopKGatherPlugin::onShapeChange(
 int32_t TopKGatherPlugin::enqueue(PluginTensorDesc const* inputDesc, PluginTensorDesc const* outputDesc,
     void const* const* inputs, void* const* outputs, void* /*workspace*/, cudaStream_t stream) noexcept
 {
-    try
+    // The hot path: integer checks only. The launcher validates B, N, C, k and the types once (before any CUDA
+    // call); strings are built only when something failed.
+    if (inputDesc == nullptr || outputDesc == nullptr || inputs == nullptr || outputs == nullptr)
     {
-        if (inputDesc == nullptr || outputDesc == nullptr || inputs == nullptr || outputs == nullptr)
-        {
-            error(ErrorCode::kINVALID_ARGUMENT, "enqueue: null descriptor or buffer array");
-            return -1;
-        }
-        Dims const& s = inputDesc[0].dims;
-        Dims const& t = inputDesc[1].dims;
-        if (checkConcreteDims(s, t, inputDesc[0].type, inputDesc[1].type, "enqueue") != 0)
-        {
-            return -1;
-        }
-        int32_t const status = dvit_topk_gather_launch(inputs[0], inputs[1], outputs[0],
-            static_cast<int32_t*>(outputs[1]), s.d[0], s.d[1], t.d[2], mK, dtypeCode(inputDesc[0].type),
-            dtypeCode(inputDesc[1].type), static_cast<void*>(stream));
-        if (status != DVIT_TOPK_OK)
-        {
-            error(status == DVIT_TOPK_ERR_CUDA ? ErrorCode::kFAILED_EXECUTION : ErrorCode::kINVALID_ARGUMENT,
-                std::string("enqueue: ") + dvit_topk_gather_last_error());
-            return -1;
-        }
-        return 0;
-    }
-    catch (...)
-    {
+        error(ErrorCode::kINVALID_ARGUMENT, "enqueue: null descriptor or buffer array");
         return -1;
     }
+    Dims const& s = inputDesc[0].dims;
+    Dims const& t = inputDesc[1].dims;
+    if (char const* problem = structuralProblem(s, t))
+    {
+        reportShapeError("enqueue", problem, s, t);
+        return -1;
+    }
+    int32_t const status = dvit_topk_gather_launch(inputs[0], inputs[1], outputs[0], static_cast<int32_t*>(outputs[1]),
+        s.d[0], s.d[1], t.d[2], mK, dtypeCode(inputDesc[0].type), dtypeCode(inputDesc[1].type),
+        static_cast<void*>(stream));
+    if (status != DVIT_TOPK_OK)
+    {
+        reportShapeError("enqueue", dvit_topk_gather_last_error(), s, t,
+            status == DVIT_TOPK_ERR_CUDA ? ErrorCode::kFAILED_EXECUTION : ErrorCode::kINVALID_ARGUMENT);
+        return -1;
+    }
+    return 0;
 }
 
 IPluginV3* TopKGatherPlugin::attachToContext(nvinfer1::IPluginResourceContext* context) noexcept
@@ -657,25 +720,25 @@ IPluginV3* TopKGatherPluginCreator::createPlugin(
             {
                 if (!readIntField(f, k))
                 {
-                    reportError(kWho + "attribute k must be a single integer (INT32)" + layer);
+                    reportError(who() + "attribute k must be a single integer (INT32)" + layer);
                     return nullptr;
                 }
                 found = true;
             }
             else
             {
-                reportWarning(kWho + "ignoring unknown attribute '" + (f.name != nullptr ? f.name : "(null)") + "'"
+                reportWarning(who() + "ignoring unknown attribute '" + (f.name != nullptr ? f.name : "(null)") + "'"
                     + layer);
             }
         }
         if (!found)
         {
-            reportError(kWho + "missing attribute k (int32, number of patch tokens to keep)" + layer);
+            reportError(who() + "missing attribute k (int32, number of patch tokens to keep)" + layer);
             return nullptr;
         }
         if (k < 1 || k > dvit_topk_gather_max_n())
         {
-            reportError(kWho + "k=" + std::to_string(k) + " is out of range [1, "
+            reportError(who() + "k=" + std::to_string(k) + " is out of range [1, "
                 + std::to_string(dvit_topk_gather_max_n()) + "]" + layer);
             return nullptr;
         }
@@ -683,7 +746,7 @@ IPluginV3* TopKGatherPluginCreator::createPlugin(
     }
     catch (std::exception const& e)
     {
-        reportError(kWho + "createPlugin failed: " + e.what());
+        reportError(who() + "createPlugin failed: " + e.what());
     }
     return nullptr;
 }

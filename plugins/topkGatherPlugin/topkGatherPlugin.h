@@ -37,7 +37,8 @@ constexpr char const* kPluginNamespace = "dvit";
 void reportError(std::string const& message) noexcept;
 //! Logs at warning level (same route as reportError, not kept as last error).
 void reportWarning(std::string const& message) noexcept;
-//! The logger finder TensorRT passes to a plugin library it loads (extern "C" setLoggerFinder).
+//! The logger finder TensorRT passes to a plugin library it loads (extern "C" setLoggerFinder). Ignored when the
+//! library implementing it has the other ILoggerFinder layout (10.x headers vs TensorRT >= 11 / TensorRT-RTX).
 void setLoggerFinder(nvinfer1::ILoggerFinder* finder) noexcept;
 //! A logger used when no logger finder was set (libnvinfer's global logger, found at registration).
 void setFallbackLogger(nvinfer1::ILogger* logger) noexcept;
@@ -94,9 +95,15 @@ public:
 private:
     //! Reports through the context's error recorder when there is one (runtime), and through reportError.
     void error(nvinfer1::ErrorCode code, std::string const& message) const noexcept;
-    //! Checks concrete dims (no -1) of scores and tokens; returns 0 or reports and returns -1.
+    //! Checks concrete dims (no -1) of scores and tokens, and the kernel's limits; returns 0 or reports and returns -1.
     int32_t checkConcreteDims(nvinfer1::Dims const& scores, nvinfer1::Dims const& tokens,
         nvinfer1::DataType scoresType, nvinfer1::DataType tokensType, char const* where) const noexcept;
+    //! Ranks, zero sizes, batch match, tokens = N+1: a fixed description of the first problem, or nullptr. Builds no
+    //! string (enqueue calls it on every launch).
+    static char const* structuralProblem(nvinfer1::Dims const& scores, nvinfer1::Dims const& tokens) noexcept;
+    //! Reports "<where>: <problem> (scores [..], tokens [..])"; the only place shape strings are built.
+    void reportShapeError(char const* where, char const* problem, nvinfer1::Dims const& scores,
+        nvinfer1::Dims const& tokens, nvinfer1::ErrorCode code = nvinfer1::ErrorCode::kINVALID_ARGUMENT) const noexcept;
 
     int32_t mK;
     nvinfer1::IErrorRecorder* mErrorRecorder{nullptr};

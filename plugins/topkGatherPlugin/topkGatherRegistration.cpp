@@ -12,9 +12,14 @@
  *                                  REGISTER_TENSORRT_PLUGIN does, for `trtexec --staticPlugins=...` and
  *                                  ctypes.CDLL alone. It exports no getCreators, so loadLibrary rejects it cleanly.
  *
- * Neither variant links libnvinfer: getPluginRegistry/getLogger are looked up at run time with dlsym, first in the
- * global scope (trtexec, C++ applications linked with libnvinfer), then in an already loaded libnvinfer.so.<major>
- * (Python's tensorrt module loads it RTLD_LOCAL, so it is not in the global scope).
+ * Neither variant links libnvinfer. getPluginRegistry/getLogger are looked up at run time with dlsym in every
+ * TensorRT runtime already loaded in this process, by soname with RTLD_NOLOAD (never loading one):
+ *   libnvinfer.so.<major>, libnvinfer_lean.so.<major>, libnvinfer_dispatch.so.<major>   (TensorRT, <major> = the
+ *                           headers' NV_TENSORRT_MAJOR: the IPluginRegistry vtable differs between 10.x and 11.x)
+ *   libtensorrt_rtx.so.1    (TensorRT for RTX; it ships no lean/dispatch runtime)
+ * and, when none of those is loaded, in the global scope (an application linked with TensorRT statically). Python's
+ * tensorrt and tensorrt_rtx modules load their libraries RTLD_LOCAL, which is why the global scope alone does not
+ * do. The creator is registered with each distinct registry found.
  */
 #include "topkGatherPlugin.h"
 
@@ -30,55 +35,65 @@ namespace
 #define DVIT_STR2(x) #x
 #define DVIT_STR(x) DVIT_STR2(x)
 
-//! Finds an exported libnvinfer function without linking against libnvinfer.
-void* findNvinferSymbol(char const* symbol)
+using GetRegistryFn = nvinfer1::IPluginRegistry* (*) () noexcept;
+using GetLoggerFn = nvinfer1::ILogger* (*) () noexcept;
+
+struct Runtime
 {
-    dlerror();
-    if (void* p = dlsym(RTLD_DEFAULT, symbol))
+    char const* soname;
+    //! Whether this build may call the runtime's IPluginRegistry (its vtable must match the headers').
+    bool compatible;
+    //! Whether its global logger (getLogger) shows our messages. TensorRT-RTX 1.7's does not (measured: an error
+    //! logged to it reaches neither the application's logger nor stderr), so stderr is the better fallback there.
+    bool useGlobalLogger;
+};
+
+//! TensorRT-RTX 1.7's IPluginRegistry has the TensorRT 11 layout (the deprecated IPluginCreator methods are gone):
+//! a build against 10.x headers calling it lands in the wrong vtable slot and crashes (measured), while
+//! IPluginRegistry::loadLibrary, which only calls into the plugin, works with every build.
+constexpr bool kHeadersMatchRtxRegistry = NV_TENSORRT_MAJOR >= 11;
+
+//! The runtimes looked for, by soname.
+constexpr Runtime kRuntimes[] = {
+    {"libnvinfer.so." DVIT_STR(NV_TENSORRT_MAJOR), true, true},
+    {"libnvinfer_lean.so." DVIT_STR(NV_TENSORRT_MAJOR), true, true},
+    {"libnvinfer_dispatch.so." DVIT_STR(NV_TENSORRT_MAJOR), true, true},
+    {"libtensorrt_rtx.so.1", kHeadersMatchRtxRegistry, false},
+};
+
+std::string lookedFor()
+{
+    std::string names;
+    for (Runtime const& r : kRuntimes)
     {
-        return p;
+        names += std::string(names.empty() ? "" : ", ") + r.soname;
     }
-    char const* const libs[] = {"libnvinfer.so." DVIT_STR(NV_TENSORRT_MAJOR), "libnvinfer.so"};
-    for (char const* lib : libs)
-    {
-        // RTLD_NOLOAD: only a library that is already loaded; never loads a second copy.
-        if (void* handle = dlopen(lib, RTLD_LAZY | RTLD_NOLOAD))
-        {
-            void* p = dlsym(handle, symbol);
-            dlclose(handle); // drops only the reference RTLD_NOLOAD added; the library stays loaded
-            if (p != nullptr)
-            {
-                return p;
-            }
-        }
-    }
-    return nullptr;
+    return names;
 }
 
-int32_t registerWithRegistry()
+//! `symbol` in the already loaded library `soname`, or nullptr (RTLD_NOLOAD: never loads a second copy).
+void* symbolInLoaded(char const* soname, char const* symbol)
+{
+    void* handle = dlopen(soname, RTLD_LAZY | RTLD_NOLOAD);
+    if (handle == nullptr)
+    {
+        dlerror();
+        return nullptr;
+    }
+    void* p = dlsym(handle, symbol);
+    dlclose(handle); // drops only the reference RTLD_NOLOAD added; the library stays loaded
+    return p;
+}
+
+//! Registers the creator with `registry`; 0 when registered (or already there), else reports and returns non-zero.
+int32_t registerWith(nvinfer1::IPluginRegistry* registry, char const* where)
 {
     using dvit::trt::kPluginName;
     using dvit::trt::kPluginNamespace;
     using dvit::trt::kPluginVersion;
-    using GetRegistryFn = nvinfer1::IPluginRegistry* (*) () noexcept;
-    using GetLoggerFn = nvinfer1::ILogger* (*) () noexcept;
-
-    auto const getRegistry = reinterpret_cast<GetRegistryFn>(findNvinferSymbol("getPluginRegistry"));
-    if (getRegistry == nullptr)
-    {
-        dvit::trt::reportError(std::string("dvit::DvitTopKGather: libnvinfer.so." DVIT_STR(NV_TENSORRT_MAJOR))
-            + " is not loaded in this process, so there is no plugin registry to register with: import tensorrt "
-              "(or link libnvinfer) first, or load this library with IPluginRegistry::loadLibrary");
-        return 1;
-    }
-    if (auto const getLogger = reinterpret_cast<GetLoggerFn>(findNvinferSymbol("getLogger")))
-    {
-        dvit::trt::setFallbackLogger(getLogger());
-    }
-    nvinfer1::IPluginRegistry* registry = getRegistry();
     if (registry == nullptr)
     {
-        dvit::trt::reportError("dvit::DvitTopKGather: getPluginRegistry() returned null");
+        dvit::trt::reportError(std::string("dvit::DvitTopKGather: getPluginRegistry() of ") + where + " returned null");
         return 2;
     }
     if (registry->getCreator(kPluginName, kPluginVersion, kPluginNamespace) != nullptr)
@@ -87,24 +102,107 @@ int32_t registerWithRegistry()
     }
     if (!registry->registerCreator(dvit::trt::pluginCreator(), kPluginNamespace))
     {
-        dvit::trt::reportError("dvit::DvitTopKGather: IPluginRegistry::registerCreator failed");
+        dvit::trt::reportError(std::string("dvit::DvitTopKGather: IPluginRegistry::registerCreator of ") + where
+            + " failed");
         return 3;
     }
     return 0;
+}
+
+int32_t registerWithRegistries()
+{
+    nvinfer1::IPluginRegistry* done[sizeof(kRuntimes) / sizeof(kRuntimes[0]) + 1] = {};
+    int32_t nbDone = 0;
+    int32_t failure = 0;
+    std::string incompatible;
+    bool loggerSet = false;
+    auto visit = [&](GetRegistryFn getRegistry, GetLoggerFn getLogger, bool useGlobalLogger, char const* where) {
+        nvinfer1::IPluginRegistry* registry = getRegistry();
+        for (int32_t i = 0; i < nbDone; ++i)
+        {
+            if (done[i] == registry)
+            {
+                return; // the same runtime reached under a second name
+            }
+        }
+        int32_t const rc = registerWith(registry, where);
+        if (rc != 0)
+        {
+            failure = rc;
+            return;
+        }
+        done[nbDone++] = registry;
+        if (!loggerSet && useGlobalLogger && getLogger != nullptr)
+        {
+            dvit::trt::setFallbackLogger(getLogger());
+            loggerSet = true;
+        }
+    };
+    for (Runtime const& r : kRuntimes)
+    {
+        auto const getRegistry = reinterpret_cast<GetRegistryFn>(symbolInLoaded(r.soname, "getPluginRegistry"));
+        if (getRegistry == nullptr)
+        {
+            continue;
+        }
+        if (!r.compatible)
+        {
+            incompatible = std::string("dvit::DvitTopKGather: ") + r.soname + " is loaded, but this library was "
+                "built against the TensorRT " DVIT_STR(NV_TENSORRT_MAJOR) " headers, whose IPluginRegistry layout "
+                "differs from its registry's (calling it would crash): load the library with "
+                "IPluginRegistry::loadLibrary (trt.get_plugin_registry().load_library) instead, or build it against "
+                "TensorRT >= 11 headers";
+            continue;
+        }
+        visit(getRegistry, reinterpret_cast<GetLoggerFn>(symbolInLoaded(r.soname, "getLogger")), r.useGlobalLogger,
+            r.soname);
+    }
+    if (nbDone == 0 && failure == 0 && incompatible.empty())
+    {
+        dlerror();
+        if (auto const getRegistry = reinterpret_cast<GetRegistryFn>(dlsym(RTLD_DEFAULT, "getPluginRegistry")))
+        {
+            visit(getRegistry, reinterpret_cast<GetLoggerFn>(dlsym(RTLD_DEFAULT, "getLogger")), true,
+                "the global scope");
+        }
+    }
+    if (nbDone > 0)
+    {
+        if (!incompatible.empty())
+        {
+            dvit::trt::reportWarning(incompatible + " (registered with the other TensorRT runtime)");
+        }
+        return 0;
+    }
+    if (!incompatible.empty())
+    {
+        dvit::trt::reportError(incompatible);
+        return 5;
+    }
+    if (failure == 0)
+    {
+        dvit::trt::reportError("dvit::DvitTopKGather: TensorRT is not loaded in this process (looked for "
+            + lookedFor() + " and getPluginRegistry in the global scope), so there is no plugin registry to "
+              "register with: import tensorrt or tensorrt_rtx (or link the TensorRT library) first, or load this "
+              "library with IPluginRegistry::loadLibrary");
+        return 1;
+    }
+    return failure;
 }
 
 } // namespace
 
 extern "C" {
 
-//! Registers the creator (name "DvitTopKGather", version "1", namespace "dvit") with libnvinfer's global plugin
-//! registry. Returns 0 when registered (or already registered), non-zero otherwise (message in
+//! Registers the creator (name "DvitTopKGather", version "1", namespace "dvit") with the global plugin registry of
+//! every TensorRT runtime loaded in this process (libnvinfer, its lean/dispatch runtimes, TensorRT-RTX). Returns 0
+//! when registered with at least one (or already registered), non-zero otherwise (message in
 //! dvit_trt_plugin_last_error()). Safe to call more than once.
 DVIT_EXPORT int32_t dvit_trt_register_plugins(void)
 {
     try
     {
-        return registerWithRegistry();
+        return registerWithRegistries();
     }
     catch (...)
     {
@@ -149,7 +247,7 @@ struct StaticRegistrar
     StaticRegistrar()
     {
         // On failure registerWithRegistry() has reported why; dvit_trt_register_plugins() can be called later.
-        static_cast<void>(registerWithRegistry());
+        static_cast<void>(registerWithRegistries());
     }
 };
 StaticRegistrar const gStaticRegistrar{};

@@ -36,6 +36,11 @@ int gFailures = 0;
 long gSortCases = 0;
 long gGatherCases = 0;
 long gStagesChecked = 0;
+// What the emulated launches cost (section 5 reports them per configuration): blocks run, blocks that sorted an
+// image (a "selection"), and the compare-exchanges those sorts executed.
+long gBlocks = 0;
+long gSelections = 0;
+long gCompareExchanges = 0;
 
 #define CHECK(cond, ...)                                                                                               \
     do                                                                                                                 \
@@ -157,6 +162,23 @@ std::vector<uint64_t> emulateSort(std::vector<TS> const& scores, int32_t p, int3
     return keys;
 }
 
+//! One sorting block of an emulated launch (fused or select): counted in the launch statistics.
+std::vector<uint64_t> emulateLaunchSort(std::vector<float> const& scores, LaunchConfig const& cfg)
+{
+    ++gBlocks;
+    ++gSelections;
+    int64_t stages = 0;
+    for (int32_t size = 2; size <= cfg.p; size <<= 1)
+    {
+        for (int32_t stride = size >> 1; stride > 0; stride >>= 1)
+        {
+            ++stages;
+        }
+    }
+    gCompareExchanges += stages * (cfg.p / 2);
+    return emulateSort(scores, cfg.p, cfg.threads);
+}
+
 template <typename TS>
 void checkSort(std::vector<TS> const& scores, char const* what)
 {
@@ -232,23 +254,48 @@ void checkGatherWithUnit(std::vector<float> const& scores, int32_t batch, int32_
         std::vector<float> s(scores);
         std::rotate(s.begin(), s.begin() + (b % n), s.end());
         std::vector<int32_t> const ref = referenceOrder(s);
-        for (int32_t tile = 0; tile < cfg.tiles; ++tile)
+        int32_t* const indicesRow = indices.data() + 1 + static_cast<size_t>(b) * k;
+        auto const* tokensImage = reinterpret_cast<U const*>(in + static_cast<size_t>(b) * (n + 1) * rowBytes);
+        auto* outImage = reinterpret_cast<U*>(out + static_cast<size_t>(b) * (k + 1) * rowBytes);
+        if (cfg.selectOnce)
         {
-            // One block: the emulated sort, then phase 3.
-            std::vector<uint64_t> const keys = emulateSort(s, cfg.p, cfg.threads);
+            // Select launch: this image's one block sorts and writes kept_indices.
+            std::vector<uint64_t> const keys = emulateLaunchSort(s, cfg);
             for (int32_t tid = 0; tid < cfg.threads; ++tid)
             {
-                if (tile == 0)
-                {
-                    writeIndices(keys.data(), indices.data() + 1 + static_cast<size_t>(b) * k, k, tid, cfg.threads);
-                }
+                writeIndices(keys.data(), indicesRow, k, tid, cfg.threads);
+            }
+            // Gather launch (after the select launch completed): every tile copies its rows from kept_indices.
+            for (int32_t tile = 0; tile < cfg.tiles; ++tile)
+            {
+                ++gBlocks;
                 int32_t row0;
                 int32_t row1;
                 tileRows(k + 1, cfg.tiles, tile, row0, row1);
-                auto const* tokensImage
-                    = reinterpret_cast<U const*>(in + static_cast<size_t>(b) * (n + 1) * rowBytes);
-                auto* outImage = reinterpret_cast<U*>(out + static_cast<size_t>(b) * (k + 1) * rowBytes);
-                gatherRows(keys.data(), tokensImage, outImage, cfg.unitsPerRow, row0, row1, tid, cfg.threads);
+                for (int32_t tid = 0; tid < cfg.gatherThreads; ++tid)
+                {
+                    gatherRows(static_cast<int32_t const*>(indicesRow), tokensImage, outImage, cfg.unitsPerRow, row0,
+                        row1, tid, cfg.gatherThreads);
+                }
+            }
+        }
+        else
+        {
+            for (int32_t tile = 0; tile < cfg.tiles; ++tile)
+            {
+                // One fused block: the emulated sort, then phase 3.
+                std::vector<uint64_t> const keys = emulateLaunchSort(s, cfg);
+                int32_t row0;
+                int32_t row1;
+                tileRows(k + 1, cfg.tiles, tile, row0, row1);
+                for (int32_t tid = 0; tid < cfg.threads; ++tid)
+                {
+                    if (tile == 0)
+                    {
+                        writeIndices(keys.data(), indicesRow, k, tid, cfg.threads);
+                    }
+                    gatherRows(keys.data(), tokensImage, outImage, cfg.unitsPerRow, row0, row1, tid, cfg.threads);
+                }
             }
         }
         // Reference for this image.
@@ -294,6 +341,10 @@ void checkGather(std::vector<float> const& scores, int32_t batch, int32_t c, int
     CHECK(static_cast<int64_t>(cfg.unitsPerRow) * cfg.unitBytes == static_cast<int64_t>(c) * tokenBytes,
         "units do not tile the row");
     CHECK(fakePtr % static_cast<uintptr_t>(cfg.unitBytes) == 0, "unit %d misaligned", cfg.unitBytes);
+    CHECK(cfg.selectOnce == (tilesOverride >= 0 && n >= kSelectOnceMinN && cfg.tiles > 1),
+        "selectOnce=%d for N=%d tiles=%d override=%d", static_cast<int>(cfg.selectOnce), n, cfg.tiles, tilesOverride);
+    CHECK(cfg.gatherThreads == (cfg.selectOnce ? kGatherThreads : cfg.threads), "gatherThreads=%d",
+        cfg.gatherThreads);
     switch (cfg.unitBytes)
     {
     case 16: checkGatherWithUnit<uint4>(scores, batch, n, c, k, tokenBytes, cfg, misalign); break;
@@ -445,9 +496,40 @@ int main()
         checkGather(s4096, 1, 4, 4096, 4, 4, 2, 0);
     }
 
+    // 5. Large N (ViT-B/16 at 448-1024 px: C=768, keep ratio 0.7, fp16 tokens, a 132-SM GPU): whole launches with
+    //    the automatic tiling, emulated and counted, next to the same tiling in one fused launch (tiles = -t, the
+    //    rule before the select-once path), where every row tile sorts its image again.
+    std::printf("large-N launches (C=768, k=0.7N, fp16 tokens, 132 SMs; launches blocks sorts compare-exchanges):\n"
+                "  N B | select-once (automatic) | fused, same tiles (before)\n");
+    for (int32_t n : {1024, 2048, 4096})
+    {
+        std::vector<float> const s = makeScores(n, 6, rng);
+        for (int32_t batch : {1, 8})
+        {
+            int32_t const k = static_cast<int32_t>(0.7 * n + 0.5);
+            LaunchConfig const cfg = makeLaunchConfig(batch, n, 768, k, 2, 0x10000, 0x10000, 132, 0);
+            CHECK(cfg.selectOnce && cfg.tiles > 1, "N=%d B=%d: automatic tiling is not select-once", n, batch);
+            long counts[2][3];
+            for (int32_t variant = 0; variant < 2; ++variant)
+            {
+                long const blocks0 = gBlocks;
+                long const sorts0 = gSelections;
+                long const cx0 = gCompareExchanges;
+                checkGather(s, batch, 768, k, 2, 132, variant == 0 ? 0 : -cfg.tiles, 0);
+                counts[variant][0] = gBlocks - blocks0;
+                counts[variant][1] = gSelections - sorts0;
+                counts[variant][2] = gCompareExchanges - cx0;
+            }
+            CHECK(counts[0][1] == batch && counts[1][1] == static_cast<long>(batch) * cfg.tiles,
+                "N=%d B=%d: %ld sorts (select-once), %ld (fused)", n, batch, counts[0][1], counts[1][1]);
+            std::printf("  N=%d B=%d | 2 %ld %ld %ld | 1 %ld %ld %ld\n", n, batch, counts[0][0], counts[0][1],
+                counts[0][2], counts[1][0], counts[1][1], counts[1][2]);
+        }
+    }
+
     std::printf("dvit_topk_gather_host_test: %ld sort cases (%ld bitonic stages audited for races), %ld gather "
-                "launches emulated, %d failures\n",
-        gSortCases, gStagesChecked, gGatherCases, gFailures);
+                "launches emulated (%ld blocks, %ld of them sorting, %ld compare-exchanges), %d failures\n",
+        gSortCases, gStagesChecked, gGatherCases, gBlocks, gSelections, gCompareExchanges, gFailures);
     if (gFailures != 0)
     {
         std::printf("FAILED\n");

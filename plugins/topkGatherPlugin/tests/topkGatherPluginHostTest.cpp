@@ -477,8 +477,30 @@ int main()
             in[0].dims = dims({2, 100});
             in[1].dims = dims({2, 101, 384});
             CHECK(rt->enqueue(in, out, inputs, outputs, nullptr, nullptr) != 0
-                    && recorder.errors.back().find("k=137") != std::string::npos,
-                "enqueue with k > N fails cleanly");
+                    && recorder.errors.back().find("k=137") != std::string::npos
+                    && recorder.errors.back().find("(scores [2, 100], tokens [2, 101, 384])") != std::string::npos,
+                "enqueue with k > N fails cleanly, naming the shapes: %s",
+                recorder.errors.empty() ? "" : recorder.errors.back().c_str());
+            // The structural checks enqueue does itself (no strings unless they fail).
+            in[0].dims = dims({2, 196, 1});
+            in[1].dims = dims({2, 197, 384});
+            CHECK(rt->enqueue(in, out, inputs, outputs, nullptr, nullptr) != 0
+                    && recorder.errors.back().find("enqueue: scores must be [B, N]") != std::string::npos,
+                "enqueue with 3-D scores fails: %s", recorder.errors.empty() ? "" : recorder.errors.back().c_str());
+            in[0].dims = dims({2, 196});
+            in[1].dims = dims({2, 197, 0});
+            CHECK(rt->enqueue(in, out, inputs, outputs, nullptr, nullptr) != 0
+                    && recorder.errors.back().find("zero-sized") != std::string::npos,
+                "enqueue with C = 0 fails");
+            in[1].dims = dims({2, 196, 384});
+            CHECK(rt->enqueue(in, out, inputs, outputs, nullptr, nullptr) != 0
+                    && recorder.errors.back().find("N+1") != std::string::npos,
+                "enqueue with tokens dim 1 != N+1 fails");
+            in[0].type = DataType::kINT8;
+            in[1].dims = dims({2, 197, 384});
+            CHECK(rt->enqueue(in, out, inputs, outputs, nullptr, nullptr) != 0
+                    && recorder.errors.back().find("scores dtype") != std::string::npos,
+                "enqueue with INT8 scores fails in the launcher's single validation");
         }
     }
 
@@ -515,10 +537,11 @@ int main()
             "creator interface kind");
     }
 #endif
-    // No libnvinfer in this process: explicit registration must fail cleanly with a message.
-    CHECK(dvit_trt_register_plugins() != 0
-            && std::string(dvit_trt_plugin_last_error()).find("not loaded") != std::string::npos,
-        "register without libnvinfer: '%s'", dvit_trt_plugin_last_error());
+    // No TensorRT in this process: explicit registration must fail cleanly with a message naming where it looked.
+    CHECK(dvit_trt_register_plugins() == 1
+            && std::string(dvit_trt_plugin_last_error()).find("not loaded") != std::string::npos
+            && std::string(dvit_trt_plugin_last_error()).find("libtensorrt_rtx.so.1") != std::string::npos,
+        "register without TensorRT: '%s'", dvit_trt_plugin_last_error());
 
     std::printf("dvit_trt_plugin_host_test (TensorRT %d.%d headers): %d checks, %d failures\n", NV_TENSORRT_MAJOR,
         NV_TENSORRT_MINOR, gChecks, gFailures);
