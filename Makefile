@@ -11,7 +11,7 @@ SYSTEM_SITE_PACKAGES ?= 0
 FMNIST_DIR ?= /usr/share/datasets/fashion-mnist
 RUNS ?= runs
 
-.PHONY: setup link-tensorrt-rtx data test-tools test test-all demo teacher train export precision reference validate plugin-pass report pipeline plugins bench lint typecheck clean help
+.PHONY: setup link-tensorrt-rtx data test-tools test test-all demo teacher train export precision reference validate plugin-pass latency deploy report pipeline plugins bench lint typecheck clean help
 
 help:
 	@echo "make setup     virtual environment with pinned dependencies, and the Fashion-MNIST data"
@@ -129,6 +129,21 @@ plugin-pass: setup
 	for p in $(PRECISIONS); do \
 		$(DVIT) plugin-pass --graphs $(RUNS)/precision-$${p//,/-} --out $(RUNS)/plugin-$${p//,/-} --overwrite || exit 1; \
 	done
+
+# Pruned against dense, stage chain against fused, interleaved in one process (ONNX Runtime here; --backend tensorrt
+# on engine sets where a GPU is present).
+LATENCY_SETS ?= export
+latency: setup
+	$(DVIT) latency $(foreach g,$(LATENCY_SETS),--graphs $(RUNS)/$(g)) --batch-sizes 1,8 --threads 2 --no-progress \
+		--json $(RUNS)/latency.json
+
+# Ship a graph set to a device, build and validate there, bring the report back:
+#   make deploy HOST=user@jetson TARGET=orin-nano [GRAPHS=runs/precision-fp16-int8-int8-fp16]
+GRAPHS ?= $(RUNS)/export
+deploy: setup
+	@[ -n "$(HOST)" ] && [ -n "$(TARGET)" ] || { echo "make deploy needs HOST=user@host and TARGET=<profile> ('dvit targets' lists them)"; exit 2; }
+	$(DVIT) deploy --graphs $(GRAPHS) --target $(TARGET) --host $(HOST) \
+		$(if $(wildcard $(RUNS)/reference.npz),--reference $(RUNS)/reference.npz)
 
 # One self-contained page from what validate (and latency, build) wrote.
 report: setup

@@ -1,7 +1,8 @@
 """`dvit`: one subcommand per pipeline stage, each a thin front on its module's API.
 
-Every stage module exposes `configure(parser)` and `main(args) -> int`; modules are imported only for
-the command being run (or for --help), so `dvit scan` never pays for importing torch.
+Every stage module exposes `configure(parser)` and `main(args) -> int`; a module is imported only for the
+command being run (or its --help), never for `dvit --help`, so `dvit scan` never pays for importing torch and a
+device without torch lists every command.
 """
 from __future__ import annotations
 
@@ -20,7 +21,9 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("plugin-pass", "pipeline.plugin_pass", "replace TopK+Gather pruning patterns with the DvitTopKGather plugin"),
     ("reference", "pipeline.reference", "record PyTorch's outputs on a dataset slice, to validate where torch is absent"),
     ("validate", "pipeline.validate", "any graph set against PyTorch, a recorded reference or another graph set"),
+    ("latency", "pipeline.latency", "time pruned vs dense, stage chain vs fused, in ONNX Runtime or TensorRT"),
     ("report", "pipeline.report", "one self-contained page (HTML, plus Markdown and JSON) of validation, latency and engines"),
+    ("deploy", "pipeline.deploy", "ship a graph set to a device over ssh; build, validate and time it there; bring the results back"),
 ]
 
 
@@ -32,7 +35,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, module, help_text in COMMANDS:
-        if only is not None and name != only:
+        if name != only:
             sub.add_parser(name, help=help_text, add_help=False)
             continue
         p = sub.add_parser(name, help=help_text, description=help_text)

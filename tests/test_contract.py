@@ -21,13 +21,16 @@ REPO = Path(__file__).resolve().parents[1]
 PIPELINE = REPO / "pipeline"
 # The pipeline's stages (a `dvit` subcommand each, reading the previous stage's artifacts). Utilities with a command
 # of their own (scan, targets, inspect) are libraries that stages may use.
-STAGES = {"train", "evaluate", "export", "precision", "plugin_pass", "reference", "validate", "build", "report", "deploy"}
+STAGES = {"train", "evaluate", "export", "precision", "plugin_pass", "reference", "validate", "build", "latency",
+          "report", "deploy"}
 # What a Jetson imports to build and validate: none of it may need torch, timm or ModelOpt.
 DEVICE_MODULES = [
     "pipeline.graphset", "pipeline.image_slice", "pipeline.runners", "pipeline.runners.base", "pipeline.runners.chain",
     "pipeline.runners.onnxrt", "pipeline.runners.recorded", "pipeline.comparison.metrics",
     "pipeline.comparison.thresholds", "pipeline.comparison.driver", "pipeline.validate", "pipeline.validate.tables",
-    "pipeline.targets", "pipeline.trt_backend", "pipeline.plan_header", "pipeline.report", "pipeline.cli",
+    "pipeline.targets", "pipeline.trt_backend", "pipeline.plan_header", "pipeline.report", "pipeline.latency",
+    "pipeline.latency.timing", "pipeline.latency.cpu_pool", "pipeline.latency.flops", "pipeline.runners.tensorrt",
+    "pipeline.cuda_buffers", "pipeline.deploy", "pipeline.cli",
 ]
 BLOCKER = """
 import importlib.abc, sys
@@ -139,7 +142,7 @@ def test_one_session_factory_one_chain_runner_one_driver() -> None:
 
 
 # ---------------------------------------------------------------- one name per idea
-@pytest.mark.parametrize("command", ["precision", "plugin-pass", "validate"])
+@pytest.mark.parametrize("command", ["precision", "plugin-pass", "validate", "latency"])
 def test_graph_set_readers_take_graphs_and_no_progress(command: str) -> None:
     text = cli.build_parser(command)._subparsers._group_actions[0].choices[command].format_help()  # type: ignore[union-attr]
     assert "--graphs DIR" in text and "--no-progress" in text

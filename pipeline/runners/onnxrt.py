@@ -23,13 +23,16 @@ def _has_plugin_nodes(model: Any) -> bool:
     return any(n.op_type == PLUGIN_OP and n.domain == PLUGIN_DOMAIN for n in model.graph.node)
 
 
-def session(model: Any, providers: str = "cpu", threads: int | None = None, optimize: bool = True) -> Any:
+def session(model: Any, providers: str = "cpu", threads: int | None = None, optimize: bool = True, *,
+            spinning: bool = True) -> Any:
     """An InferenceSession of a ModelProto or an .onnx path.
 
     providers: "cpu" or "cuda" (refused, not silently replaced, when ONNX Runtime falls back to the CPU);
     threads: intra-op threads (None keeps ONNX Runtime's default); optimize=False turns ONNX Runtime's graph
     rewrites off, so that two graphs differing only in how an op is expressed compute the same bits (its Cast
-    elimination in FP16 graphs otherwise depends on the neighbouring ops).
+    elimination in FP16 graphs otherwise depends on the neighbouring ops); spinning=False: idle intra-op threads
+    sleep at once instead of spinning, so that the sessions of a stage chain do not steal each other's cores
+    (pipeline/latency/cpu_pool.py has the measurements).
     """
     import onnx
     import onnxruntime as ort  # type: ignore[import-untyped]
@@ -51,6 +54,9 @@ def session(model: Any, providers: str = "cpu", threads: int | None = None, opti
     if threads:
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
+    if not spinning:
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        so.add_session_config_entry("session.inter_op.allow_spinning", "0")
     if _has_plugin_nodes(model):
         from .. import topk_gather_ref
 
@@ -70,8 +76,8 @@ class OnnxRuntimeRunner(Runner):
     """A graph in ONNX Runtime behind the runner interface (see runners.base.Runner)."""
 
     def __init__(self, model: Any, name: str | None = None, providers: str = "cpu", threads: int | None = None,
-                 optimize: bool = True) -> None:
-        self.session = session(model, providers, threads, optimize)
+                 optimize: bool = True, *, spinning: bool = True) -> None:
+        self.session = session(model, providers, threads, optimize, spinning=spinning)
         self.name = name or (Path(os.fspath(model)).stem if isinstance(model, (str, os.PathLike)) else "graph")
         self.providers = list(self.session.get_providers())
         shape = self.session.get_inputs()[0].shape
@@ -95,10 +101,11 @@ def run(model: Any, feeds: dict[str, np.ndarray], optimize: bool = True) -> dict
     return OnnxRuntimeRunner(model, optimize=optimize).infer(feeds)
 
 
-def graph_runners(graphs: Any, providers: str = "cpu", threads: int | None = None) -> tuple[Any, OnnxRuntimeRunner]:
+def graph_runners(graphs: Any, providers: str = "cpu", threads: int | None = None,
+                  spinning: bool = True) -> tuple[Any, OnnxRuntimeRunner]:
     """(stage chain, fused runner) of one batch size of a graph set (graphset.BatchGraphs)."""
     from .chain import StageChain
 
-    stages = [OnnxRuntimeRunner(e.path, e.name, providers, threads) for e in graphs.stages]
-    fused = OnnxRuntimeRunner(graphs.fused.path, "fused", providers, threads)
+    stages = [OnnxRuntimeRunner(e.path, e.name, providers, threads, spinning=spinning) for e in graphs.stages]
+    fused = OnnxRuntimeRunner(graphs.fused.path, "fused", providers, threads, spinning=spinning)
     return StageChain(stages, f"stage chain (b{graphs.batch})"), fused

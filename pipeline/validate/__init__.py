@@ -52,7 +52,8 @@ from ..runners.base import Runner
 from ..runners.onnxrt import PROVIDERS, graph_runners
 
 FORMAT = "dvit-edge/validation/v2"
-CANDIDATE_KINDS = ("export", "precision", "plugin")
+CANDIDATE_KINDS = ("export", "precision", "plugin", "engine")
+GRAPH_KINDS = ("export", "precision", "plugin")  # what ONNX Runtime runs; engines need TensorRT and a GPU
 
 
 @dataclass
@@ -139,7 +140,7 @@ def graphs_reference(gs: GraphSet, ref_dir: str, data: str | None, limit: int | 
     from ..data import load_dataset
     from ..image_slice import from_image_set
 
-    ref = GraphSet.load(ref_dir, CANDIDATE_KINDS)
+    ref = GraphSet.load(ref_dir, GRAPH_KINDS)
     if ref.config.to_dict() != gs.config.to_dict():
         raise DvitError(f"{ref.root} holds graphs of another model configuration than {gs.root}: compare graph sets of one model")
     chain, _ = graph_runners(ref.batch(max(ref.batch_sizes)), providers, threads)
@@ -226,7 +227,7 @@ def _run(gs: GraphSet, graphs: Any, ref: Reference, providers: str, consistency_
             f"{ref.data.source} has {'x'.join(map(str, ref.data.images.shape[1:]))} images but the model takes "
             f"{cfg.in_chans}x{cfg.img_size}x{cfg.img_size}: pass matching --data"
         )
-    chain, fused = graph_runners(graphs, providers, threads)
+    chain, fused = candidate_runners(gs, graphs, providers, threads)
     cmp = compare(chain, fused, ref.runner, ref.data, cfg.keep_counts, progress)
     result: dict[str, Any] = {
         "format": FORMAT,
@@ -236,14 +237,14 @@ def _run(gs: GraphSet, graphs: Any, ref: Reference, providers: str, consistency_
         "model": {"config": cfg.to_dict(), "keep_counts": cfg.keep_counts, "checkpoint": gs.checkpoint},
         "dataset": ref.data.describe(),
         "batch_size": graphs.batch,
-        "providers": fused.providers,
+        "providers": getattr(fused, "providers", [fused.name]),
         "threads": threads,
         **cmp.result,
         "batch_consistency": None,
     }
     result["reference"] = {**ref.info, **cmp.result["reference"]}
     if graphs.batch > 1 and 1 in gs.batches and consistency_samples > 0:
-        chain1, fused1 = graph_runners(gs.batch(1), providers, threads)
+        chain1, fused1 = candidate_runners(gs, gs.batch(1), providers, threads)
         result["batch_consistency"] = batch_consistency(
             chain1, fused1, ref.data, min(consistency_samples, len(ref.data)), graphs.batch, cmp, progress)
     profile = thresholds.profile_for(gs.precision) if require in (None, "auto") else require
@@ -252,10 +253,33 @@ def _run(gs: GraphSet, graphs: Any, ref: Reference, providers: str, consistency_
     return result
 
 
+def candidate_runners(gs: GraphSet, graphs: Any, providers: str, threads: int | None) -> tuple[Any, Runner]:
+    """(stage chain, fused runner) of the candidate: ONNX Runtime for graphs (idle threads do not spin, so the
+    sessions of the chain do not steal each other's cores), TensorRT for an engine set (a GPU is needed).
+
+    Engines validate as a chain of single-engine runners, so that each stage can also run on the reference's
+    tokens (the isolated metrics); `dvit latency` times the device-resident chain."""
+    if gs.kind != "engine":
+        return graph_runners(graphs, providers, threads, spinning=False)
+    from ..cuda_buffers import gpu_available
+    from ..runners.chain import StageChain
+    from ..runners.tensorrt import TensorRTRunner, plugin_library_for
+
+    ok, why = gpu_available()
+    if not ok:
+        raise DvitError(f"validating engines needs a GPU ({why}): validate the graph set they were built from "
+                        "with ONNX Runtime instead")
+    lib = plugin_library_for(gs)
+    stages = [TensorRTRunner([(e.name, e.path)], name=e.name, plugin_library=lib) for e in graphs.stages]
+    fused = TensorRTRunner([("fused", graphs.fused.path)], stages[0].backend, name="fused", plugin_library=lib)
+    return StageChain(stages, f"TensorRT stage chain (b{graphs.batch})"), fused
+
+
 # ---------------------------------------------------------------- CLI
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--graphs", required=True, metavar="DIR",
-                   help="a graph set: the output of 'dvit export', 'dvit precision' or 'dvit plugin-pass'")
+                   help="a graph set: the output of 'dvit export', 'dvit precision' or 'dvit plugin-pass' (ONNX "
+                   "Runtime), or of 'dvit build' (TensorRT engines, on a GPU)")
     p.add_argument("--reference", default="pytorch", metavar="pytorch|REF.npz|DIR",
                    help="what to compare against: PyTorch (default), a recording made by 'dvit reference' "
                    "(no torch needed), or another graph set")

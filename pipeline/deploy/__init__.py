@@ -1,0 +1,640 @@
+"""`dvit deploy`: ship a graph set to a device over ssh, build, validate and time it there, bring the results back.
+
+    dvit deploy --graphs DIR --target orin-nano --host user@host [--port N] [--identity KEY]
+                [--reference REF.npz] [--remote-dir ~/dvit-deploy] [--remote-python PATH] [--out DIR]
+                [--dry-run] [--no-build] [--only-validate] [--no-progress]
+
+1. Preflight (reads only): L4T/JetPack, TensorRT, CUDA, the GPU's compute capability, memory and swap, free disk
+   in the remote dir, power mode and clock lock, which Jetson tools exist; checked against the target profile,
+   and a device that does not fit stops the deploy with one line naming the fix (preflight.py).
+2. Ship: the bundle (bundle.py: graph set, reference, plugin sources, target profile, the `pipeline/` package,
+   every file hashed) is rsync'ed (--checksum) into a fresh ROOT/releases/<timestamp>, hard-linking what is
+   unchanged since ROOT/current (--link-dest): a second deploy sends only what changed.
+3. Build, validate, time and report on the device: the step table in remote.py (plugin with the device's CUDA,
+   `dvit build` with caches kept in ROOT/cache, `dvit validate` against the recorded reference, `dvit latency`
+   with tegrastats sampling, `dvit report`). A step whose `dvit` command the device lacks is skipped and recorded.
+4. Only when every step succeeded is ROOT/current switched to the new release (ln -sfn + mv -T): a failure leaves
+   the previous release current. Either way the logs, JSON and reports come back into
+   OUT/<host>-<target>-<YYYYmmdd-HHMMSS>/ (deploy.json, summary.md, out/), and a failed step exits non-zero with
+   the last lines of its stderr on the device.
+
+One ssh connection (ControlMaster) carries every command and rsync; ssh runs in BatchMode with ConnectTimeout and
+the host-key policy of --host-key-check. Imports neither torch, timm nor ModelOpt.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import shlex
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError, DvitError
+from ..io import atomic_dir, atomic_write_json
+from ..targets import Target, load_target
+from . import bundle as bundle_mod
+from . import preflight, remote, tegrastats
+from .ssh import HOST_KEY_CHECKS, Remote, Ssh
+
+FORMAT = "dvit-edge/deploy/v1"
+DEFAULT_REMOTE_DIR = "~/dvit-deploy"
+DEFAULT_OUT = "deploy-results"
+# Where TensorRT's headers usually are on the device (JetPack: /usr/include/aarch64-linux-gnu).
+HEADER_DIRS = ("/usr/include/aarch64-linux-gnu", "/usr/include/x86_64-linux-gnu", "/usr/include",
+               "/usr/local/tensorrt/include", "/opt/tensorrt/include")
+ENGINE_ESTIMATE_SLACK = 64 << 20  # bytes added to the bundle size for engines, caches and logs
+
+
+class DeployError(DvitError):
+    """A step failed on the device (its stderr has been shown)."""
+
+
+@dataclass
+class StepRecord:
+    name: str
+    status: str  # ok, skipped, failed
+    reason: str | None = None
+    returncode: int | None = None
+    seconds: float = 0.0
+    command: str | None = None
+    stderr_tail: str | None = None
+
+
+@dataclass
+class DeployResult:
+    status: str  # ok, failed, dry-run
+    host: str
+    target: str
+    release: str
+    results_dir: Path | None = None
+    steps: list[StepRecord] = field(default_factory=list)
+    transfer: dict[str, Any] = field(default_factory=dict)
+    facts: dict[str, Any] = field(default_factory=dict)
+    fit: dict[str, Any] = field(default_factory=dict)
+    engines: dict[str, Any] = field(default_factory=dict)
+    power: dict[str, Any] | None = None
+    validation: dict[str, Any] | None = None
+    warnings: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    error: str | None = None
+    commands: list[str] = field(default_factory=list)  # --dry-run: what would run
+
+    def step(self, name: str) -> StepRecord | None:
+        return next((s for s in self.steps if s.name == name), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["results_dir"] = str(self.results_dir) if self.results_dir else None
+        return d
+
+
+def _header_dirs(tensorrt_root: str | None) -> list[str]:
+    if not tensorrt_root:
+        return list(HEADER_DIRS)
+    r = tensorrt_root.rstrip("/")
+    return [f"{r}/include", r]
+
+
+def _safe_name(s: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", s).strip("_") or "device"
+
+
+def _plugin_key(b: bundle_mod.Bundle, archs: str, facts: preflight.DeviceFacts) -> str:
+    h = hashlib.sha256()
+    for part in (b.plugin_sources_sha256(), archs, facts.trt_headers or "", facts.nvcc or "", facts.cuda or "",
+                 facts.backend_version(b.target.backend) or ""):
+        h.update(part.encode() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def plugin_archs(target: Target, facts: preflight.DeviceFacts | None, override: str | None) -> str:
+    """The CUDA architectures to build the plugin for: --cuda-archs, else the device's own SM when the target
+    lists it, else every architecture of the target."""
+    if override:
+        return override
+    if facts is not None and facts.compute_capability in target.compute_capabilities:
+        cc = facts.compute_capability
+        return next((a for a in target.cuda_archs if re.match(rf"^{cc}(?![0-9])", a)), str(cc))
+    return target.cuda_archs_cmake
+
+
+def _last_lines(text: str, n: int = 30) -> str:
+    return "\n".join(text.rstrip().splitlines()[-n:])
+
+
+def _find_key(obj: Any, pattern: str) -> Any:
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if re.search(pattern, str(k)):
+                return v
+        for v in obj.values():
+            if (found := _find_key(v, pattern)) is not None:
+                return found
+    elif isinstance(obj, list):
+        for v in obj:
+            if (found := _find_key(v, pattern)) is not None:
+                return found
+    return None
+
+
+def power_summary(out_dir: Path, interval_ms: int) -> dict[str, Any]:
+    """Power, temperature and clock figures from the fetched tegrastats log, with energy per image for the pruned
+    runs of latency.json (mean power over the whole latency step x p50 per image: the runs are not separated)."""
+    log = out_dir / "tegrastats.log"
+    absent = out_dir / "tegrastats.log.absent"
+    if not log.is_file():
+        why = absent.read_text().strip() if absent.is_file() else "no latency run sampled tegrastats"
+        return {"available": False, "reason": why}
+    summary = tegrastats.summarize(tegrastats.parse_file(log), interval_ms / 1000.0)
+    summary["available"] = True
+    lat_path = out_dir / "latency.json"
+    power = (summary.get("power_w") or {}).get("mean")
+    if lat_path.is_file() and power is not None:
+        try:
+            lat = json.loads(lat_path.read_text())
+        except ValueError:
+            lat = {}
+        per = []
+        for run in lat.get("runs") or []:
+            p50 = (run.get("end_to_end") or {}).get("p50_ms")
+            mj = tegrastats.energy_per_image_mj(power, p50, run.get("batch"))
+            if mj is not None:
+                per.append({"backend": run.get("backend"), "model": run.get("model"), "batch": run.get("batch"),
+                            "precision": run.get("precision"), "p50_ms": p50, "energy_mj_per_image": round(mj, 3)})
+        summary["energy_per_image"] = per
+        summary["energy_note"] = ("mean power over the whole latency step times p50 latency per image; pruned and "
+                                  "dense runs are not separated in the power samples")
+    return summary
+
+
+# ---------------------------------------------------------------------------------------------- the API
+def deploy(
+    graphs: str | os.PathLike[str],
+    *,
+    target: str,
+    host: str,
+    port: int | None = None,
+    identity: str | None = None,
+    reference: str | os.PathLike[str] | None = None,
+    remote_dir: str = DEFAULT_REMOTE_DIR,
+    remote_python: str | None = None,
+    out: str | os.PathLike[str] = DEFAULT_OUT,
+    dry_run: bool = False,
+    build: bool = True,
+    only_validate: bool = False,
+    progress: bool = True,
+    host_key_check: str = "accept-new",
+    known_hosts: str | None = None,
+    connect_timeout: int = 10,
+    ssh_options: Sequence[str] = (),
+    tensorrt_root: str | None = None,
+    cuda_archs: str | None = None,
+    need_disk_mb: float | None = None,
+    keep_releases: int = 3,
+    tegrastats_ms: int = 200,
+    jobs: int | None = None,
+    latency_args: str | Sequence[str] = (),
+    source: str | os.PathLike[str] = bundle_mod.REPO,
+    echo: Callable[[str], None] | None = None,
+) -> DeployResult:
+    """Deploy `graphs` to `host` for `target`; see the module docstring. Raises DvitError (one line) for bad input
+    or a device that does not fit, DeployError when a step fails on the device (after bringing its logs back)."""
+    t0 = time.monotonic()
+    say = (echo or print) if progress else (lambda _s: None)
+    tgt = load_target(target)
+    if only_validate:
+        build = False
+    if only_validate and reference is None:
+        raise ConfigError("--only-validate needs --reference REF.npz (the recording to validate against)")
+    if keep_releases < 1:
+        raise ConfigError(f"--keep-releases {keep_releases}: keep at least 1")
+    rem = Remote.parse(host, port=port, identity=identity, host_key_check=host_key_check, known_hosts=known_hosts,
+                       connect_timeout=connect_timeout, options=tuple(ssh_options))
+    release = time.strftime("%Y%m%d-%H%M%S")
+    try:
+        layout = remote.Layout.make(remote_dir, release)
+    except ValueError:
+        raise ConfigError(f"--remote-dir {remote_dir!r}: use a plain path (letters, digits, ._/~+-), e.g. "
+                          "~/dvit-deploy or /data/dvit-deploy") from None
+    b = bundle_mod.plan(graphs, tgt, reference, repo=source)
+    need_bytes = (int(need_disk_mb * 2**20) if need_disk_mb is not None
+                  else b.bytes + sum(f.bytes for f in b.files if f.dest.startswith("graphs/")) + ENGINE_ESTIMATE_SLACK)
+    py = remote_python or f"{layout.venv}/bin/python"
+    result = DeployResult(status="running", host=rem.label, target=tgt.name, release=release)
+    conditions = remote.Conditions(managed_venv=remote_python is None, building=build, only_validate=only_validate,
+                                   reference=reference is not None, plugin_buildable=True)
+    extra = shlex.split(latency_args) if isinstance(latency_args, str) else list(latency_args)
+    base_ctx: dict[str, Any] = {
+        "py": shlex.quote(py) if remote_python else py, "target": tgt.name, "reference": b.reference or "",
+        "keep": keep_releases, "keep_from": keep_releases + 1, "tegrastats_ms": int(tegrastats_ms),
+        "latency_extra": "".join(" " + shlex.quote(a) for a in extra)}
+    header_dirs = _header_dirs(tensorrt_root)
+
+    if dry_run:
+        return _dry_run(result, rem, layout, b, tgt, base_ctx, conditions, header_dirs, remote_python, cuda_archs,
+                        jobs, say if progress else print, t0)
+
+    stage_dir = Path(tempfile.mkdtemp(prefix="dvit-bundle-"))
+    failed: str | None = None
+    facts = preflight.DeviceFacts()
+    try:
+        with Ssh(rem) as ssh:
+            # ---- 1. preflight (reads only; a device that does not fit leaves no trace anywhere)
+            say(f"dvit deploy: {tgt.name} to {rem.label}, release {release}")
+            t = time.monotonic()
+            script = preflight.facts_script(layout.root, shlex.quote(remote_python) if remote_python else "python3",
+                                            header_dirs)
+            r = ssh.run(script, timeout=120, what="preflight")
+            facts_text = r.stdout
+            facts = preflight.parse_facts(facts_text)
+            fit = preflight.check_fit(facts, tgt, host=rem.host, need_bytes=need_bytes, remote_dir=remote_dir,
+                                      needs_plugin=b.uses_plugin, building=build,
+                                      remote_python_given=remote_python is not None)
+            result.facts, result.fit = facts.to_dict(), fit.to_dict()
+            result.steps.append(StepRecord("preflight", "ok" if fit.ok else "failed", seconds=time.monotonic() - t))
+            if not fit.ok:
+                for problem in fit.errors[1:]:
+                    print(f"dvit deploy: also: {problem}", file=sys.stderr)
+                raise DvitError(fit.errors[0])
+            _describe_device(say, facts, tgt)
+            for w in fit.warnings:
+                print(f"dvit deploy: warning: {w}", file=sys.stderr)
+                result.warnings.append(w)
+            for n in fit.notes:
+                say(f"  note: {n}")
+            if not build and facts.current_release is None:
+                raise DvitError(f"{'--only-validate' if only_validate else '--no-build'} reuses the engines of the "
+                                f"current release, but {rem.host} has none in {remote_dir}: deploy once without it")
+            conditions.current_has_engines = facts.current_has_engines
+            archs = plugin_archs(tgt, facts, cuda_archs)
+            conditions.plugin_buildable = bool(facts.nvcc and facts.tools.get("cmake") and facts.trt_headers
+                                               and any(f.dest.startswith("plugins/") for f in b.files))
+            if not conditions.plugin_buildable:
+                missing = [n for n, v in (("nvcc", facts.nvcc), ("cmake", facts.tools.get("cmake")),
+                                          ("TensorRT headers", facts.trt_headers)) if not v]
+                conditions.plugin_why_not = (f"the device has no {', '.join(missing) or 'plugin sources'}; the graphs "
+                                             "use no plugin")
+            ctx = remote.context(layout, **base_ctx, archs=archs, nvcc=facts.nvcc or "nvcc",
+                                 trt_include=facts.trt_headers or "", jobs=jobs or facts.cpus or 2,
+                                 plugin_key=_plugin_key(b, archs, facts), plugin_lib_arg="", validate_graphs="",
+                                 latency_graphs="", latency_backend="", latency_plugin_arg="", latency_arg="",
+                                 engines_arg="")
+            # ---- 2. ship into a fresh release directory
+            t = time.monotonic()
+            r = ssh.run(remote.make_release_dir(layout), timeout=60, what="mkdir")
+            if not r.ok:
+                raise DvitError(f"cannot create {layout.rel} on {rem.host} ({_last_lines(r.stderr, 1)}): free the "
+                                "name or pass another --remote-dir")
+            b.stage(stage_dir)
+            os.chmod(stage_dir, 0o755)  # rsync -a gives the release directory the staging directory's mode
+            link = facts.current_release is not None
+            r = ssh.rsync([f"{stage_dir}/"], ssh.remote_path(f"{layout.rsync_rel}/"),
+                          *remote.rsync_ship_options(link), timeout=3600, what="shipping the bundle")
+            sent = [line[12:] for line in r.stdout.splitlines() if line.startswith("<f")]
+            total = len(b.files) + 2
+            result.transfer = {"files": total, "sent": len(sent), "unchanged": total - len(sent), "sent_files": sent,
+                               "bytes": b.bytes, "link_dest": link, "seconds": round(time.monotonic() - t, 2)}
+            if not r.ok:
+                result.steps.append(StepRecord("ship", "failed", returncode=r.returncode, seconds=time.monotonic() - t,
+                                               stderr_tail=_last_lines(r.stderr)))
+                raise DvitError(f"shipping the bundle to {rem.host} failed (rsync exit {r.returncode}: "
+                                f"{_last_lines(r.stderr, 1)}); current was not changed")
+            result.steps.append(StepRecord("ship", "ok", seconds=time.monotonic() - t))
+            say(f"  ship      {len(sent)} of {total} files sent, {total - len(sent)} unchanged "
+                f"({b.bytes / 2**20:.1f} MiB bundle{', hard links to current' if link else ''})")
+
+            # ---- 3. the steps
+            failed = _run_steps(ssh, layout, ctx, conditions, b, facts, result, say)
+            result.engines = _engines_record(result, facts)
+
+            # ---- 4. bring the results back (also after a failure: the logs say why)
+            result.results_dir = _collect(ssh, layout, rem, tgt, release, out, result, b, facts_text=facts_text,
+                                          ts_ms=tegrastats_ms, failed=failed)
+    finally:
+        shutil.rmtree(stage_dir, ignore_errors=True)
+    result.seconds = round(time.monotonic() - t0, 2)
+    if result.results_dir is not None:
+        _write_record(result)
+    if failed is not None:
+        rec = result.step(failed)
+        assert rec is not None
+        if rec.stderr_tail:
+            print(f"--- last lines of step '{failed}' stderr on {rem.host} ---\n{rec.stderr_tail}\n---",
+                  file=sys.stderr)
+        prev = (f"releases/{facts.current_release.rsplit('/', 1)[-1]}" if facts.current_release
+                else "nothing (first deploy)")
+        last = (rec.stderr_tail or "").strip().splitlines()[-1:] or ["no error output"]
+        raise DeployError(f"step '{failed}' failed on {rem.host} (exit {rec.returncode}): {last[0]}; current still "
+                          f"points at {prev}; logs in {result.results_dir}")
+    say(f"dvit deploy: ok in {result.seconds:.1f} s: {layout.root}/current -> releases/{release}; results in "
+        f"{result.results_dir}")
+    return result
+
+
+def _engines_record(result: DeployResult, facts: preflight.DeviceFacts) -> dict[str, Any]:
+    """What happened to the engines: built or reused, and whether they ran (validation) or why not."""
+    built = getattr(result.step("build"), "status", None) == "ok"
+    reused = getattr(result.step("reuse-engines"), "status", None) == "ok"
+    ran = (built or reused) and facts.has_gpu
+    if ran:
+        why = None
+    elif not facts.has_gpu:
+        why = ("no GPU on the device: engines could not run; the shipped ONNX graph set was validated with ONNX "
+               "Runtime against the recorded reference")
+    else:
+        why = "no engines in this release (build skipped): the shipped ONNX graph set was validated"
+    return {"built": built, "reused": reused, "ran": ran, "validated": "engines" if ran else "onnx graphs", "why": why}
+
+
+def _describe_device(say: Callable[[str], None], f: preflight.DeviceFacts, tgt: Target) -> None:
+    parts = []
+    if f.jetson:
+        parts.append(f"{f.model or 'Jetson'}, L4T R{f.l4t}" + (f" (JetPack {f.jetpack})" if f.jetpack else ""))
+    elif f.gpus:
+        parts.append(", ".join(g["name"] for g in f.gpus))
+    else:
+        parts.append(f"{f.uname or 'unknown system'}, no NVIDIA GPU")
+    v = f.backend_version(tgt.backend)
+    if v:
+        parts.append(f"{'TensorRT-RTX' if tgt.backend == 'tensorrt-rtx' else 'TensorRT'} {v}")
+    if f.cuda:
+        parts.append(f"CUDA {f.cuda}")
+    if f.compute_capability:
+        parts.append(f"sm_{f.compute_capability}")
+    if f.power_mode:
+        parts.append(f"power mode {f.power_mode}")
+    if f.clocks.locked is not None:
+        parts.append("clocks locked" if f.clocks.locked else "clocks not locked")
+    if f.disk_free_kb is not None:
+        parts.append(f"{f.disk_free_kb / 2**20:.1f} GiB free")
+    say(f"  preflight {'; '.join(parts)}")
+
+
+def _run_steps(ssh: Ssh, layout: remote.Layout, ctx: dict[str, Any], c: remote.Conditions, b: bundle_mod.Bundle,
+               facts: preflight.DeviceFacts, result: DeployResult, say: Callable[[str], None]) -> str | None:
+    """Runs the step table in order; returns the name of the failed step, or None."""
+    ran: dict[str, str] = {}
+    for i, step in enumerate(remote.STEPS, start=1):
+        engines = ran.get("build") == "ok" or ran.get("reuse-engines") == "ok"
+        out, rel = layout.out, layout.rel
+        ctx.update(
+            plugin_lib_arg=(f" --plugin-lib {out}/plugins/libdvit_trt_plugins.so"
+                            if ran.get("plugin") == "ok" and b.uses_plugin else ""),
+            validate_graphs=f"{out}/engines" if engines and facts.has_gpu else f"{rel}/graphs",
+            latency_graphs=f"{out}/engines" if engines else f"{rel}/graphs",
+            latency_backend="tensorrt" if engines else "onnxruntime",
+            latency_plugin_arg=(f" --plugin-library {out}/plugins/libdvit_trt_plugins.so"
+                                if engines and b.uses_plugin else ""),
+            latency_arg=f" --latency {out}/latency.json" if ran.get("latency") == "ok" else "",
+            engines_arg=f" --engines {out}/engines" if engines else "",
+        )
+        reason = remote.skip_reason(step, c, ran)
+        if reason is not None:
+            ssh.run(remote.skip_line(step, out, reason), timeout=60, what="step log")
+            ran[step.name] = "skipped"
+            result.steps.append(StepRecord(step.name, "skipped", reason=reason))
+            say(f"  {step.name:<9} skipped: {reason}")
+            continue
+        command = remote.render(step, ctx)
+        t = time.monotonic()
+        r = ssh.run(remote.wrap(step, i, command, out, rel), timeout=step.timeout, what=f"step {step.name}")
+        rec = StepRecord(step.name, "ok" if r.ok else "failed", returncode=r.returncode,
+                         seconds=round(time.monotonic() - t, 2), command=command,
+                         stderr_tail=_last_lines(r.stderr) if not r.ok else None)
+        result.steps.append(rec)
+        ran[step.name] = rec.status
+        if step.name == "commands" and r.ok:
+            c.commands = remote.parse_commands(r.stdout)
+        detail = _step_detail(step.name, r.stdout) if r.ok else f"FAILED (exit {r.returncode})"
+        say(f"  {step.name:<9} {detail} ({rec.seconds:.1f} s)")
+        if not r.ok:
+            return step.name
+    return None
+
+
+def _step_detail(name: str, stdout: str) -> str:
+    if name == "commands":
+        return "dvit commands: " + ", ".join(remote.parse_commands(stdout))
+    if name == "plugin":
+        return "cached" if "cached, not rebuilt" in stdout else "built"
+    if name == "prune":
+        return f"{len([x for x in stdout.split() if x])} release(s) kept"
+    return "ok"
+
+
+def _collect(ssh: Ssh, layout: remote.Layout, rem: Remote, tgt: Target, release: str, out: str | os.PathLike[str],
+             result: DeployResult, b: bundle_mod.Bundle, facts_text: str, ts_ms: int, failed: str | None) -> Path:
+    """Fetch out/ (logs, JSON, reports; no engines) into OUT/<host>-<target>-<release>/, written atomically."""
+    base = Path(out)
+    name = f"{_safe_name(rem.host)}-{tgt.name}-{release}"
+    dest = base / name
+    n = 2
+    while dest.exists():
+        dest, n = base / f"{name}-{n}", n + 1
+    with atomic_dir(dest, overwrite=False) as tmp:
+        r = ssh.rsync([ssh.remote_path(f"{layout.rsync_rel}/out/")], f"{tmp}/out/", *remote.rsync_fetch_options(),
+                      timeout=1800, what="fetching the results")
+        if not r.ok:
+            result.warnings.append(f"fetching the results failed (rsync exit {r.returncode}: "
+                                   f"{_last_lines(r.stderr, 1)}); they stay on the device in {layout.out}")
+        (tmp / "bundle.json").write_text(json.dumps(b.manifest(), indent=2, sort_keys=True) + "\n")
+        (tmp / "preflight.txt").write_text(facts_text)
+        result.power = power_summary(tmp / "out", ts_ms)
+        for w in (result.power or {}).get("warnings", []):
+            if w not in result.warnings:
+                result.warnings.append(w)
+        vpath = tmp / "out" / "validation.json"
+        if vpath.is_file():
+            try:
+                v = json.loads(vpath.read_text())
+                req, chain = v.get("requirements") or {}, v.get("chain") or {}
+                result.validation = {"passed": req.get("passed"), "profile": req.get("profile"),
+                                     "graphs": v.get("graphs_dir"), "chain_accuracy": chain.get("accuracy"),
+                                     "chain_agreement": chain.get("agreement"),
+                                     "samples": (v.get("dataset") or {}).get("samples")}
+            except ValueError:
+                result.validation = None
+        result.status = "failed" if failed else "ok"
+        if failed:
+            result.error = f"step {failed} failed"
+        atomic_write_json(tmp / "deploy.json", {"format": FORMAT, **result.to_dict(), "results_dir": str(dest)})
+        (tmp / "summary.md").write_text(summary_markdown(result, dest))
+    return dest
+
+
+def _write_record(result: DeployResult) -> None:
+    """Rewrite deploy.json with the final timing (the folder already exists, complete)."""
+    assert result.results_dir is not None
+    atomic_write_json(result.results_dir / "deploy.json", {"format": FORMAT, **result.to_dict()})
+    (result.results_dir / "summary.md").write_text(summary_markdown(result, result.results_dir))
+
+
+def summary_markdown(r: DeployResult, where: Path) -> str:
+    f = r.facts or {}
+    lines = [f"# dvit deploy: {r.target} on {r.host}", "", f"- release: `{r.release}`, status: **{r.status}**",
+             f"- results: `{where}`", f"- time: {r.seconds:.1f} s"]
+    if f:
+        dev = f.get("model") or (", ".join(g["name"] for g in f.get("gpus") or []) or f.get("uname"))
+        lines.append(f"- device: {dev}; L4T {f.get('l4t') or '-'}; JetPack {f.get('jetpack') or '-'}; TensorRT "
+                     f"{f.get('tensorrt') or f.get('libnvinfer') or '-'}; TensorRT-RTX {f.get('tensorrt_rtx') or '-'}; "
+                     f"CUDA {f.get('cuda') or '-'}; power mode {f.get('power_mode') or '-'}; clocks locked: "
+                     f"{(f.get('clocks') or {}).get('locked')}")
+    if r.transfer:
+        lines.append(f"- shipped: {r.transfer['sent']} of {r.transfer['files']} files sent, {r.transfer['unchanged']} "
+                     "unchanged")
+    if r.engines.get("why"):
+        lines.append(f"- engines: {r.engines['why']}")
+    lines += ["", "| step | status | time (s) | note |", "|---|---|---|---|"]
+    for s in r.steps:
+        lines.append(f"| {s.name} | {s.status} | {s.seconds:.1f} | {(s.reason or '').replace('|', '/')} |")
+    if r.validation:
+        v = r.validation
+        lines += ["", (f"Validation ({v.get('profile')}, {v.get('samples')} images): passed = {v.get('passed')}, "
+                       f"chain accuracy {v.get('chain_accuracy')}, agreement {v.get('chain_agreement')}")]
+    p = r.power or {}
+    lines.append("")
+    if p.get("available"):
+        pw = p.get("power_w") or {}
+        t = p.get("temp_max_c") or {}
+        lines.append(f"Power: mean {pw.get('mean')} W, max {pw.get('max')} W ({pw.get('source')}); hottest "
+                     f"{t.get('sensor')} {t.get('value')} C; GPU load {p.get('gpu_load_pct')}; GPU clock "
+                     f"{p.get('gpu_clock_mhz')} MHz")
+        for e in p.get("energy_per_image") or []:
+            lines.append(f"- {e['model']} {e['backend']} batch {e['batch']}: p50 {e['p50_ms']} ms, "
+                         f"{e['energy_mj_per_image']} mJ/image")
+    else:
+        lines.append(f"Power: not measured ({p.get('reason', 'no latency run')})")
+    if r.warnings:
+        lines += ["", "Warnings:"] + [f"- {w}" for w in r.warnings]
+    return "\n".join(lines) + "\n"
+
+
+def _dry_run(result: DeployResult, rem: Remote, layout: remote.Layout, b: bundle_mod.Bundle, tgt: Target,
+             base_ctx: dict[str, Any], c: remote.Conditions, header_dirs: list[str], remote_python: str | None,
+             cuda_archs: str | None, jobs: int | None, say: Callable[[str], None], t0: float) -> DeployResult:
+    """Print every remote command a deploy would run, in order; run none (not even ssh)."""
+    ssh = Ssh(rem)
+    out, rel = layout.out, layout.rel
+    archs = plugin_archs(tgt, None, cuda_archs)
+    ctx = remote.context(
+        layout, **base_ctx, archs=archs, nvcc="<nvcc found by preflight>", trt_include="<TensorRT include dir found "
+        "by preflight>", jobs=jobs or "<device cpus>", plugin_key="<sources+archs+nvcc+headers hash>",
+        plugin_lib_arg=f" --plugin-lib {out}/plugins/libdvit_trt_plugins.so" if b.uses_plugin else "",
+        validate_graphs=f"{out}/engines (GPU present and engines built) | {rel}/graphs (no GPU)",
+        latency_graphs=f"{out}/engines (engines built) | {rel}/graphs",
+        latency_backend="tensorrt (engines built) | onnxruntime",
+        latency_plugin_arg=f" --plugin-library {out}/plugins/libdvit_trt_plugins.so" if b.uses_plugin else "",
+        latency_arg=f" [--latency {out}/latency.json]", engines_arg=f" [--engines {out}/engines]")
+    cmds: list[str] = []
+
+    def show(title: str, command: str) -> None:
+        cmds.append(command)
+        say(f"# {title}\n{command}\n")
+
+    say(f"dvit deploy --dry-run: {tgt.name} to {rem.label}; nothing is run. Every remote command, in order "
+        f"(ssh {' '.join(shlex.quote(o) for o in rem.base_options())} {rem.destination} 'sh -c ...'):\n")
+    show("1. preflight (reads only)", preflight.facts_script(
+        layout.root, shlex.quote(remote_python) if remote_python else "python3", header_dirs).strip())
+    show("2. a fresh release directory", remote.make_release_dir(layout))
+    argv = ssh.rsync_argv(["<staged bundle>/"], ssh.remote_path(f"{layout.rsync_rel}/"),
+                          *remote.rsync_ship_options(True))
+    show(f"3. ship {len(b.files) + 2} files, {b.bytes / 2**20:.1f} MiB (--link-dest only when a current release "
+         "exists)", " ".join(shlex.quote(a) for a in argv))
+    for i, step in enumerate(remote.STEPS, start=1):
+        reason = remote.skip_reason(step, c, {"validate": "ok"})
+        when = remote.CONDITION_TEXT.get(step.when, step.when)
+        if step.needs:
+            when += f"; skipped if the device's dvit has no `{step.needs}`"
+        title = f"step {step.name}: {step.what.format(**ctx)} [{when}]"
+        if reason is not None:
+            title += f" -> SKIPPED here: {reason}"
+        show(title, remote.render(step, ctx))
+    show("each step runs wrapped (logs on the device, steps.log), e.g.",
+         remote.wrap(remote.STEPS[0], 1, remote.render(remote.STEPS[0], ctx), out, rel))
+    argv = ssh.rsync_argv([ssh.remote_path(f"{layout.rsync_rel}/out/")], "<results>/out/",
+                          *remote.rsync_fetch_options())
+    show("fetch the results", " ".join(shlex.quote(a) for a in argv))
+    result.status, result.commands, result.seconds = "dry-run", cmds, round(time.monotonic() - t0, 2)
+    return result
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+def configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--graphs", required=True, metavar="DIR",
+                   help="the graph set to deploy (export, precision or plugin-pass output)")
+    p.add_argument("--target", required=True, metavar="NAME", help="device profile in targets/ (dvit targets)")
+    p.add_argument("--host", required=True, metavar="USER@HOST", help="the device, as ssh takes it (user@host[:port])")
+    p.add_argument("--port", type=int, default=None, help="ssh port (default: 22 or your ssh config)")
+    p.add_argument("--identity", default=None, metavar="KEY", help="ssh private key (default: your agent and ~/.ssh)")
+    p.add_argument("--reference", default=None, metavar="REF.npz",
+                   help="recorded PyTorch reference (dvit reference) to validate against on the device")
+    p.add_argument("--remote-dir", default=DEFAULT_REMOTE_DIR, metavar="DIR",
+                   help=f"deploy root on the device: releases/, current, cache/ (default {DEFAULT_REMOTE_DIR})")
+    p.add_argument("--remote-python", default=None, metavar="PATH",
+                   help="an interpreter on the device that has what dvit needs (default: a venv in the deploy root, "
+                   "made with --system-site-packages and `pip install .[device]`)")
+    p.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
+                   help=f"local folder for the results, one subfolder per deploy (default {DEFAULT_OUT})")
+    p.add_argument("--dry-run", action="store_true", help="print every remote command; run none")
+    p.add_argument("--no-build", action="store_true",
+                   help="reuse the engines of the device's current release (re-validate and re-time)")
+    p.add_argument("--only-validate", action="store_true",
+                   help="reuse the current engines and only validate (e.g. after a dataset change)")
+    p.add_argument("--no-progress", action="store_true", help="print only warnings, errors and the result")
+    p.add_argument("--host-key-check", choices=HOST_KEY_CHECKS, default="accept-new",
+                   help="ssh StrictHostKeyChecking (default accept-new: remember a new host, refuse a changed key)")
+    p.add_argument("--known-hosts", default=None, metavar="FILE",
+                   help="ssh UserKnownHostsFile (default ~/.ssh/known_hosts)")
+    p.add_argument("--connect-timeout", type=int, default=10, metavar="S", help="ssh ConnectTimeout (default 10)")
+    p.add_argument("--ssh-option", action="append", default=[], metavar="KEY=VALUE", help="extra ssh -o option")
+    p.add_argument("--tensorrt-root", default=None, metavar="DIR",
+                   help="TensorRT headers on the device (DIR/include or DIR holds NvInferRuntime.h) for the plugin "
+                   "build (default: the usual system include dirs)")
+    p.add_argument("--cuda-archs", default=None, metavar="LIST",
+                   help="CUDA architectures for the plugin, e.g. 87 or '80;86' (default: the device's own SM)")
+    p.add_argument("--need-disk-mb", type=float, default=None, metavar="MB",
+                   help="space the deploy needs on the device (default: bundle + graphs + 64 MB)")
+    p.add_argument("--keep-releases", type=int, default=3, metavar="N", help="releases kept on the device (default 3)")
+    p.add_argument("--tegrastats-interval", type=int, default=200, metavar="MS",
+                   help="tegrastats sampling interval during the latency runs (default 200)")
+    p.add_argument("--jobs", type=int, default=None, help="parallel jobs for the plugin build (default: device cpus)")
+    p.add_argument("--latency-args", default="", metavar="ARGS",
+                   help="extra options for `dvit latency` on the device, e.g. '--duration-s 5 --batch-sizes 1,8'")
+
+
+def main(args: argparse.Namespace) -> int:
+    deploy(
+        args.graphs, target=args.target, host=args.host, port=args.port, identity=args.identity,
+        reference=args.reference, remote_dir=args.remote_dir, remote_python=args.remote_python, out=args.out,
+        dry_run=args.dry_run, build=not args.no_build, only_validate=args.only_validate,
+        progress=not args.no_progress, host_key_check=args.host_key_check, known_hosts=args.known_hosts,
+        connect_timeout=args.connect_timeout, ssh_options=args.ssh_option, tensorrt_root=args.tensorrt_root,
+        cuda_archs=args.cuda_archs, need_disk_mb=args.need_disk_mb, keep_releases=args.keep_releases,
+        tegrastats_ms=args.tegrastats_interval, jobs=args.jobs, latency_args=args.latency_args,
+    )
+    return 0
+
+
+def cli(argv: list[str] | None = None) -> int:
+    """`python -m pipeline.deploy ...`: the same options as `dvit deploy`."""
+    parser = argparse.ArgumentParser(prog="dvit deploy", description=(__doc__ or "").splitlines()[0])
+    configure(parser)
+    args = parser.parse_args(argv)
+    try:
+        return main(args)
+    except DvitError as e:
+        print(f"dvit deploy: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("dvit deploy: interrupted; the device's current release was not changed", file=sys.stderr)
+        return 130

@@ -1,0 +1,270 @@
+"""The remote side of `dvit deploy`: the device's directory layout and the step table.
+
+Layout on the device (ROOT is --remote-dir, default ~/dvit-deploy):
+
+    ROOT/releases/<YYYYmmdd-HHMMSS>/    one deploy: the shipped bundle (see bundle.py), plus out/ with what the steps
+                                        write (engines/, plugins/, validation.json, latency.json, tegrastats.log,
+                                        report/, logs/NN-step.out|.err, steps.log)
+    ROOT/current -> releases/<...>      the last release whose every step succeeded; switched atomically
+                                        (ln -sfn + mv -T) as the last step, so a failure leaves it untouched
+    ROOT/cache/build                    `dvit build --cache-dir`: engine and timing caches, kept between deploys
+    ROOT/cache/plugins/<key>/           plugin libraries by (sources, CUDA archs, nvcc, headers): built once
+    ROOT/venv                           the device-side venv (--system-site-packages), unless --remote-python
+
+STEPS is the table of what runs there, in order: each entry is a POSIX-sh template whose {placeholders} come
+from `context()`. `needs` names a `dvit` subcommand: a step whose command the device's dvit does not list
+(`dvit --help`) is skipped and recorded as skipped, never replaced. `when` names the condition under which the
+step runs (see `skip_reason`). `dvit deploy --dry-run` prints every command of this table.
+"""
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass
+from typing import Any
+
+from . import tegrastats
+
+# Every step runs from the release directory, with the CUDA toolkit and sbin (nvpmodel) on PATH (a Jetson keeps
+# nvcc in /usr/local/cuda/bin, which is not on a non-login PATH).
+PREFIX = 'export PATH="$PATH:/usr/local/cuda/bin:/usr/sbin:/sbin"; cd {rel} || exit 1; '
+# The device runs the shipped sources (PYTHONPATH), whatever an interpreter has installed.
+DVIT = "DVIT_TARGETS_DIR={rel}/targets PYTHONPATH={rel} {py} -m pipeline.cli"
+
+ENV = (
+    "if [ ! -x {venv}/bin/python ]; then python3 -m venv --system-site-packages {venv} || exit 1; fi; "
+    "want=$(sha256sum pyproject.toml | cut -d' ' -f1); "
+    'if [ "$(cat {venv}/.dvit-device-deps 2>/dev/null)" = "$want" ]; then echo "device dependencies up to date"; '
+    'else {venv}/bin/python -m pip install --quiet "{rel}[device]" && echo "$want" > {venv}/.dvit-device-deps; fi'
+)
+PLUGIN = (
+    'lib={cache}/plugins/{plugin_key}; '
+    'if [ -f "$lib/libdvit_trt_plugins.so" ]; then echo "plugin {plugin_key}: cached, not rebuilt"; '
+    "else cmake -S {rel}/plugins -B {rel}/build/plugins -DCMAKE_BUILD_TYPE=Release "
+    "'-DCMAKE_CUDA_ARCHITECTURES={archs}' -DCMAKE_CUDA_COMPILER={nvcc} -DTENSORRT_INCLUDE_DIR={trt_include} "
+    "-DDVIT_BUILD_TESTS=OFF -DDVIT_BUILD_STATIC_REGISTRATION=OFF "
+    "&& cmake --build {rel}/build/plugins -j {jobs} "
+    '&& mkdir -p {cache}/plugins && rm -rf "$lib.tmp" && mkdir "$lib.tmp" '
+    '&& cp {rel}/build/plugins/libdvit_trt_plugins.so {rel}/build/plugins/libdvit_topk_gather_kernel.so "$lib.tmp"/ '
+    '&& mv "$lib.tmp" "$lib" || exit 1; fi; '
+    'mkdir -p {out}/plugins && cp "$lib"/*.so {out}/plugins/'
+)
+# `dvit --help`; where it cannot run (its parser imports every stage, and a device has no torch), the command table
+# of the shipped pipeline/cli.py, printed in --help's layout.
+COMMANDS = (
+    DVIT + " --help || {{ echo 'dvit --help failed on the device; listing pipeline/cli.py COMMANDS instead' >&2; "
+    "PYTHONPATH={rel} {py} -c \"import pipeline.cli as c; print(chr(10).join('    ' + n for n, _, _ in c.COMMANDS))\"; }}"
+)
+REUSE = (
+    "test -d {current}/out/engines || {{ echo 'the current release has no engines: deploy once without "
+    "--no-build/--only-validate' >&2; exit 1; }}; cp -al {current}/out/engines {out}/engines && "
+    "{{ test ! -d {current}/out/plugins || cp -al {current}/out/plugins {out}/plugins; }}"
+)
+LATENCY = tegrastats.shell_wrap(
+    DVIT + " latency --graphs {latency_graphs} --backend {latency_backend}{latency_plugin_arg} --no-progress "
+    "--json {out}/latency.json{latency_extra}", "{out}/tegrastats.log", "{tegrastats_ms}")
+SWITCH = "ln -sfn releases/{release} {root}/.current.new && mv -T {root}/.current.new {root}/current"
+PRUNE = (
+    "cur=$(readlink {root}/current); cur=${{cur##*/}}; cd {root}/releases || exit 1; "
+    'ls -1 | sort -r | tail -n +{keep_from} | while read -r d; do [ "$d" = "$cur" ] || rm -rf -- "$d"; done; '
+    "ls -1"
+)
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    what: str  # one line, for progress and --dry-run
+    command: str  # POSIX-sh template
+    needs: str | None = None  # a dvit subcommand the device must list
+    when: str = "always"  # see skip_reason
+    timeout: int = 900  # seconds
+
+
+STEPS: tuple[Step, ...] = (
+    Step("verify", "check every shipped file's sha256 on the device", "sha256sum -c --quiet SHA256SUMS"),
+    Step("env", "device-side Python: a venv (--system-site-packages) with dvit-edge[device]", ENV,
+         when="managed_venv", timeout=1800),
+    Step("commands", "list the dvit commands the device has", COMMANDS),
+    Step("plugin", "build the plugin with the device's CUDA toolkit for its architecture", PLUGIN, when="plugin",
+         timeout=1800),
+    Step("build", "build the engines (engine and timing caches kept on the device between deploys)",
+         DVIT + " build --graphs {rel}/graphs --target {target} --out {out}/engines --cache-dir {cache}/build"
+         "{plugin_lib_arg}", needs="build", when="build", timeout=7200),
+    Step("reuse-engines", "reuse the engines (and plugin) of the current release", REUSE, when="reuse"),
+    Step("validate", "validate against the recorded PyTorch reference",
+         DVIT + " validate --graphs {validate_graphs} --reference {rel}/{reference} --require auto --no-progress "
+         "--json {out}/validation.json", needs="validate", when="reference", timeout=3600),
+    Step("latency", "time the graphs, sampling tegrastats where the device has it", LATENCY, needs="latency",
+         when="latency", timeout=3600),
+    Step("report", "write the report", DVIT + " report --validation {out}/validation.json{latency_arg}{engines_arg} "
+         "--reference {rel}/{reference} --out {out}/report", needs="report", when="report"),
+    Step("switch", "point current at this release (atomically)", SWITCH),
+    Step("prune", "remove old releases, keeping the newest {keep} and current", PRUNE),
+)
+STEP_NAMES = tuple(s.name for s in STEPS)
+
+
+def wrap(step: Step, index: int, command: str, out: str, rel: str, tail: int = 30) -> str:
+    """The script actually run for a step: logs its output on the device, appends to out/steps.log, prints the
+    output's last lines, and on failure the last `tail` lines of its stderr (shown by `dvit deploy`)."""
+    log = f"{out}/logs/{index:02d}-{step.name}"
+    stamp = '"$(date -u +%Y-%m-%dT%H:%M:%SZ)"'
+    return (
+        PREFIX.format(rel=rel)
+        + f"mkdir -p {out}/logs && echo {stamp} {step.name} start >> {out}/steps.log; "
+        + f"( {command} ) > {log}.out 2> {log}.err; rc=$?; "
+        + 'if [ $rc -eq 0 ]; then st=ok; else st="failed (exit $rc)"; fi; '
+        + f'echo {stamp} {step.name} "$st" >> {out}/steps.log; '
+        + f"tail -n 200 {log}.out; "
+        + f"if [ $rc -ne 0 ]; then tail -n {int(tail)} {log}.err >&2; fi; exit $rc"
+    )
+
+
+def skip_line(step: Step, out: str, reason: str) -> str:
+    """Record a skipped step in the device's steps.log too."""
+    return (f"mkdir -p {out}/logs && echo \"$(date -u +%Y-%m-%dT%H:%M:%SZ)\" {step.name} skipped: "
+            f"{shlex.quote(reason)} >> {out}/steps.log")
+
+
+# ---------------------------------------------------------------------------------------------- layout
+_SAFE_PATH = re.compile(r"^[A-Za-z0-9._/~+-]+$")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Remote paths: `root` for shell commands ($HOME expanded by the device's shell), `rsync_root` for rsync."""
+
+    root: str
+    rsync_root: str
+    release: str
+
+    @classmethod
+    def make(cls, remote_dir: str, release: str) -> Layout:
+        if not _SAFE_PATH.match(remote_dir) or "/../" in f"/{remote_dir}/" or remote_dir.strip("/~") == "":
+            raise ValueError(remote_dir)
+        d = remote_dir.rstrip("/")
+        if d.startswith("/"):
+            return cls(d, d, release)
+        rel = d[2:] if d.startswith("~/") else d.lstrip("~")
+        return cls(f"$HOME/{rel}", rel, release)
+
+    @property
+    def rel(self) -> str:
+        return f"{self.root}/releases/{self.release}"
+
+    @property
+    def rsync_rel(self) -> str:
+        return f"{self.rsync_root}/releases/{self.release}"
+
+    @property
+    def out(self) -> str:
+        return f"{self.rel}/out"
+
+    @property
+    def cache(self) -> str:
+        return f"{self.root}/cache"
+
+    @property
+    def current(self) -> str:
+        return f"{self.root}/current"
+
+    @property
+    def venv(self) -> str:
+        return f"{self.root}/venv"
+
+
+def make_release_dir(layout: Layout) -> str:
+    """Creates the fresh release directory; `mkdir` without -p fails if it exists (never reuse a release)."""
+    return f"mkdir -p {layout.root}/releases {layout.cache} && mkdir {layout.rel}"
+
+
+def rsync_ship_options(link_dest: bool) -> list[str]:
+    """Options for shipping: content-compared (--checksum), hard links to the current release's unchanged files."""
+    opts = ["-a", "--checksum", "--out-format=%i %n"]
+    if link_dest:
+        opts.append("--link-dest=../../current/")  # relative to the destination: ROOT/releases/TS/ -> ROOT/current
+    return opts
+
+
+FETCH_EXCLUDES = ("*.plan", "*.engine", "*.trt", "*.so", "*.onnx", "*.timing", "*.cache", "*.npz")
+
+
+def rsync_fetch_options() -> list[str]:
+    """What comes back: logs, JSON, reports, layer reports; not the engines and libraries themselves."""
+    opts = ["-a", "--max-size=50m"]
+    for pattern in FETCH_EXCLUDES:
+        opts += ["--exclude", pattern]
+    return opts
+
+
+# ---------------------------------------------------------------------------------------------- context
+def context(layout: Layout, **values: Any) -> dict[str, Any]:
+    """Placeholders for the templates; `values` adds the deploy's own (py, target, archs, ...)."""
+    ctx: dict[str, Any] = {
+        "root": layout.root, "rel": layout.rel, "out": layout.out, "cache": layout.cache, "current": layout.current,
+        "venv": layout.venv, "release": layout.release,
+    }
+    ctx.update(values)
+    ctx["dvit"] = DVIT.format(**ctx)
+    return ctx
+
+
+def render(step: Step, ctx: dict[str, Any]) -> str:
+    return step.command.format(**ctx)
+
+
+def parse_commands(help_text: str) -> list[str]:
+    """The subcommands `dvit --help` lists (argparse puts each at four spaces under 'COMMAND')."""
+    return re.findall(r"^ {4}([a-z][a-z0-9-]*)(?:\s|$)", help_text, re.MULTILINE)
+
+
+@dataclass
+class Conditions:
+    """What decides which steps run (filled from options and preflight facts)."""
+
+    managed_venv: bool
+    building: bool
+    only_validate: bool
+    reference: bool
+    plugin_buildable: bool
+    plugin_why_not: str | None = None
+    commands: list[str] | None = None  # from `dvit --help`; None until known
+    current_has_engines: bool = True  # whether ROOT/current/out/engines exists (preflight)
+
+
+def skip_reason(step: Step, c: Conditions, ran: dict[str, str]) -> str | None:
+    """None when `step` runs; else why it is skipped (recorded in the step log). `ran` maps earlier steps to
+    their status ('ok', 'skipped', 'failed')."""
+    if step.when == "managed_venv" and not c.managed_venv:
+        return "--remote-python given: the device's interpreter is used as it is"
+    if step.when in ("plugin", "build") and not c.building:
+        return "--only-validate" if c.only_validate else "--no-build: the engines of the current release are reused"
+    if step.when == "plugin" and not c.plugin_buildable:
+        return c.plugin_why_not or "the device cannot build the plugin"
+    if step.when == "reuse" and c.building:
+        return "engines are built in this release"
+    if step.when == "reuse" and not c.current_has_engines and c.commands is not None and "build" not in c.commands:
+        return "the current release has no engines to reuse (`dvit build` is not available on the device)"
+    if step.when in ("reference", "report") and not c.reference:
+        return "no --reference REF.npz given: nothing to validate against"
+    if step.when == "latency" and c.only_validate:
+        return "--only-validate"
+    if step.when == "report" and ran.get("validate") != "ok":
+        return "no validation result to report"
+    if step.needs and c.commands is not None and step.needs not in c.commands:
+        return (f"`dvit {step.needs}` is not available on the device (its dvit lists: {', '.join(c.commands)}); "
+                "the step is skipped, not replaced")
+    return None
+
+
+CONDITION_TEXT = {
+    "always": "always",
+    "managed_venv": "unless --remote-python is given",
+    "plugin": "unless --no-build/--only-validate; when the device has nvcc, cmake and TensorRT headers",
+    "build": "unless --no-build/--only-validate; when the device's dvit has `build`",
+    "reuse": "with --no-build/--only-validate",
+    "reference": "with --reference; when the device's dvit has `validate`",
+    "latency": "unless --only-validate; when the device's dvit has `latency`",
+    "report": "when validate succeeded; when the device's dvit has `report`",
+}

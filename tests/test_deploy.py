@@ -1,0 +1,450 @@
+"""dvit deploy against a real OpenSSH server on 127.0.0.1 (tests/sshd_fixture.py), with the desktop-rtx target.
+
+The loopback "device" is this machine: the remote build runs TensorRT-RTX from this venv (--remote-python), the
+plugin is built with this machine's nvcc against NVIDIA's public TensorRT headers (../shared/tensorrt-oss/v11.1,
+one CUDA architecture), and with no GPU here the remote validation runs the shipped ONNX graph set in ONNX Runtime
+against the recorded reference (the engines could not run, which the deploy records). Without sshd (`apt-get
+install -y openssh-server rsync`) these tests skip and say why. The device-fit checks run on captured tool output.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sshd_fixture import APT_LINE, Sshd, SshdUnavailable, closed_port, start_sshd
+from test_precision import make_tiny_export
+
+from pipeline.deploy import DeployError, deploy, preflight, remote
+from pipeline.deploy import bundle as bundle_mod
+from pipeline.errors import ConfigError, DvitError
+from pipeline.targets import load_target
+
+REPO = Path(__file__).resolve().parents[1]
+HEADERS = Path(os.environ.get("DVIT_TRT_HEADERS_ROOT", REPO.parent / "shared" / "tensorrt-oss")) / "v11.1"
+HAVE_HEADERS = (HEADERS / "include" / "NvInferRuntime.h").is_file()
+STEPS = ["preflight", "ship", *remote.STEP_NAMES]
+
+
+# ---------------------------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory: pytest.TempPathFactory):
+    try:
+        server = start_sshd(tmp_path_factory.mktemp("sshd"))
+    except SshdUnavailable as e:
+        pytest.skip(f"no OpenSSH server for the deploy tests: {e} (Debian: `{APT_LINE}`)")
+    yield server
+    server.stop()
+
+
+def _rewrite(src: Path, dst: Path, rel: str, data: bytes) -> Path:
+    """A copy of graph set `src` whose file `rel` holds `data`, its manifest entry updated (hash and size)."""
+    shutil.copytree(src, dst)
+    (dst / rel).write_bytes(data)
+    m = json.loads((dst / "manifest.json").read_text())
+
+    def walk(o: object) -> None:
+        if isinstance(o, dict):
+            if o.get("file") == rel:
+                o["sha256"], o["bytes"] = hashlib.sha256(data).hexdigest(), len(data)
+            for v in o.values():
+                walk(v)
+        elif isinstance(o, list):
+            for v in o:
+                walk(v)
+
+    walk(m)
+    (dst / "manifest.json").write_text(json.dumps(m, indent=2, sort_keys=True) + "\n")
+    return dst
+
+
+@pytest.fixture(scope="module")
+def art(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    import onnx
+
+    from pipeline.reference import record
+
+    root = tmp_path_factory.mktemp("deploy")
+    export, _ = make_tiny_export(root)
+    record(root / "ref.npz", graphs=str(export), limit=16, threads=1, progress=False)
+    m = onnx.load(export / "b4" / "stage3.onnx")
+    m.doc_string = "same graph, new bytes"  # one changed file, still a valid graph
+    changed = _rewrite(export, root / "changed", "b4/stage3.onnx", m.SerializeToString())
+    corrupt = _rewrite(changed, root / "corrupt", "b4/stage2.onnx", b"not an ONNX model\n" * 8)
+    # a snapshot of the sources to ship: the working tree may change while the tests run
+    source = root / "source"
+    shutil.copytree(REPO / "pipeline", source / "pipeline", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copytree(REPO / "plugins", source / "plugins",
+                    ignore=shutil.ignore_patterns("build*", "__pycache__"))
+    shutil.copytree(REPO / "targets", source / "targets")
+    shutil.copy2(REPO / "pyproject.toml", source / "pyproject.toml")
+    return {"root": root, "export": export, "changed": changed, "corrupt": corrupt, "ref": root / "ref.npz",
+            "source": source}
+
+
+def kwargs(server: Sshd, art: dict, device: Path, results: Path, **extra: object) -> dict:
+    kw: dict = {
+        "target": "desktop-rtx", "host": server.host, "port": server.port, "identity": str(server.identity),
+        "known_hosts": str(server.known_hosts), "reference": art["ref"], "remote_dir": str(device),
+        "remote_python": sys.executable, "out": results,
+        "tensorrt_root": str(HEADERS) if HAVE_HEADERS else None, "cuda_archs": "86", "jobs": 2,
+        "source": art["source"], "progress": False,
+        # short latency runs, for when the device's dvit has `latency`
+        "latency_args": "--duration-s 0.2 --warmup-s 0.05 --min-iters 3 --rounds 1"}
+    kw.update(extra)
+    return kw
+
+
+@pytest.fixture(scope="module")
+def runs(sshd: Sshd, art: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Four deploys to one device: first, one graph changed, a corrupted graph (fails), --only-validate."""
+    base = tmp_path_factory.mktemp("device")
+    device, results = base / "dvit-deploy", base / "results"
+    kw = kwargs(sshd, art, device, results)
+    first = deploy(art["export"], **kw)
+    current_after_first = os.readlink(device / "current")
+    one = device / "releases" / first.release
+    # what the first release holds on the device (the last deploy prunes it: --keep-releases 3)
+    seen = {"verify": bundle_mod.verify(one), "bundle": json.loads((one / "bundle.json").read_text()),
+            "steps_log": (one / "out" / "steps.log").read_text(),
+            "validation": json.loads((one / "out" / "validation.json").read_text()),
+            "plugin_lib": (one / "out" / "plugins" / "libdvit_trt_plugins.so").is_file(),
+            "report": (one / "out" / "report").is_dir()}
+    second = deploy(art["changed"], **kw)
+    current_after_second = os.readlink(device / "current")
+    two = device / "releases" / second.release
+    files = ("graphs/b4/stage0.onnx", "pipeline/graphset.py", "plugins/CMakeLists.txt", "reference/ref.npz",
+             "graphs/b4/stage3.onnx")
+    seen["inodes"] = {f: ((one / f).stat().st_ino, (two / f).stat().st_ino) for f in files}
+    with pytest.raises(DeployError) as failure:
+        deploy(art["corrupt"], **kw)
+    current_after_failure = os.readlink(device / "current")
+    (failure_release,) = set(os.listdir(device / "releases")) - {first.release, second.release}
+    again = deploy(art["changed"], **{**kw, "only_validate": True})
+    return {"device": device, "results": results, "first": first, "second": second, "failure": failure.value,
+            "seen": seen, "failure_release": failure_release,
+            "again": again, "current": [current_after_first, current_after_second, current_after_failure,
+                                        os.readlink(device / "current")]}
+
+
+# ---------------------------------------------------------------------------------------------- deploys
+def test_first_deploy_ships_a_verified_bundle_and_runs_the_steps_in_order(runs: dict) -> None:
+    r = runs["first"]
+    assert r.status == "ok" and [s.name for s in r.steps] == STEPS
+    seen = runs["seen"]
+    assert runs["current"][0] == f"releases/{r.release}"
+    # the bundle arrived whole: every file's sha256 matches bundle.json, which matches the one kept locally
+    assert seen["verify"] == []
+    local = json.loads((r.results_dir / "bundle.json").read_text())
+    assert seen["bundle"] == local
+    assert r.transfer["sent"] == r.transfer["files"] == len(local["files"]) + 2 and not r.transfer["link_dest"]
+    status = {s.name: s for s in r.steps}
+    for name in ("preflight", "ship", "verify", "commands", "validate", "switch", "prune"):
+        assert status[name].status == "ok", (name, status[name])
+    assert status["env"].status == "skipped" and "--remote-python" in (status["env"].reason or "")
+    assert status["reuse-engines"].status == "skipped"
+    for name in ("build", "latency", "report"):  # other stages may not exist yet: skipped and said so, never faked
+        s = status[name]
+        assert s.status == "ok" or (s.status == "skipped" and f"`dvit {name}` is not available" in (s.reason or ""))
+    if HAVE_HEADERS:
+        assert status["plugin"].status == "ok" and seen["plugin_lib"]
+    else:
+        assert status["plugin"].status == "skipped" and "TensorRT headers" in (status["plugin"].reason or "")
+    # the device's own step log, in the same order
+    logged = [line.split()[1] for line in seen["steps_log"].splitlines()
+              if line.split()[2] in ("ok", "skipped:", "failed")]
+    assert logged == list(remote.STEP_NAMES)
+    # no GPU here: validation ran the shipped ONNX graphs in ONNX Runtime against the recording, and says so
+    v = seen["validation"]
+    assert v["reference"]["kind"] == "recorded" and v["requirements"]["passed"] and r.validation["passed"]
+    if not r.facts["gpus"]:
+        assert "engines could not run" in r.engines["why"] and v["graphs_dir"].endswith("/graphs")
+        assert r.power == {"available": False, "reason": r.power["reason"]}
+
+
+def test_the_results_come_back(runs: dict) -> None:
+    r = runs["first"]
+    d = r.results_dir
+    assert d.parent == runs["results"] and d.name == f"127.0.0.1-desktop-rtx-{r.release}"
+    record = json.loads((d / "deploy.json").read_text())
+    assert record["status"] == "ok" and record["format"] == "dvit-edge/deploy/v1"
+    assert [s["name"] for s in record["steps"]] == STEPS
+    assert (d / "out" / "validation.json").is_file() and (d / "out" / "steps.log").is_file()
+    assert any(p.name.endswith("-validate.out") for p in (d / "out" / "logs").iterdir())
+    assert "@@tensorrt_rtx_python" in (d / "preflight.txt").read_text()
+    assert "| validate | ok |" in (d / "summary.md").read_text()
+    assert not list(d.rglob("*.so")) and not list(d.rglob("*.onnx"))  # logs and JSON, not binaries
+    if runs["seen"]["report"]:
+        assert (d / "out" / "report" / "report.md").is_file()
+
+
+def test_second_deploy_sends_only_what_changed_and_links_the_rest(runs: dict) -> None:
+    r = runs["second"]
+    assert r.status == "ok" and runs["current"][1] == f"releases/{r.release}"
+    sent = set(r.transfer["sent_files"])
+    assert "graphs/b4/stage3.onnx" in sent
+    assert sent <= {"graphs/b4/stage3.onnx", "graphs/manifest.json", "bundle.json", "SHA256SUMS"}
+    assert r.transfer["unchanged"] == r.transfer["files"] - len(sent) and r.transfer["link_dest"]
+    inodes = runs["seen"]["inodes"]
+    for rel in ("graphs/b4/stage0.onnx", "pipeline/graphset.py", "plugins/CMakeLists.txt", "reference/ref.npz"):
+        assert inodes[rel][0] == inodes[rel][1], f"{rel} was copied, not hard-linked"
+    assert inodes["graphs/b4/stage3.onnx"][0] != inodes["graphs/b4/stage3.onnx"][1]
+    status = {s.name: s for s in r.steps}
+    if HAVE_HEADERS:  # the plugin library comes from the device's cache: same sources, archs, nvcc and headers
+        assert status["plugin"].status == "ok"
+        out = next((r.results_dir / "out" / "logs").glob("*-plugin.out")).read_text()
+        assert "cached, not rebuilt" in out
+    if status["build"].status == "ok":  # the engine and timing caches live beside the releases, kept
+        cache = runs["device"] / "cache" / "build"
+        assert cache.is_dir() and any(cache.iterdir())
+
+
+def test_a_failing_step_leaves_current_and_shows_the_remote_error(runs: dict) -> None:
+    e = runs["failure"]
+    second = runs["second"].release
+    msg = str(e)
+    assert "\n" not in msg
+    assert "failed on 127.0.0.1 (exit 1)" in msg and f"current still points at releases/{second}" in msg
+    assert "step 'validate'" in msg or "step 'build'" in msg
+    assert runs["current"][2] == f"releases/{second}"
+    failed_dirs = [d for d in (runs["results"]).iterdir() if json.loads((d / "deploy.json").read_text())["status"]
+                   == "failed"]
+    assert len(failed_dirs) == 1
+    record = json.loads((failed_dirs[0] / "deploy.json").read_text())
+    failed = [s for s in record["steps"] if s["status"] == "failed"]
+    assert len(failed) == 1 and failed[0]["stderr_tail"] and "switch" not in [s["name"] for s in record["steps"]]
+    assert failed[0]["stderr_tail"].strip().splitlines()[-1] in msg  # the device's own error, in the one line
+    assert "Error parsing" in failed[0]["stderr_tail"] or "parse" in failed[0]["stderr_tail"].lower()
+
+
+def test_only_validate_reuses_the_current_release(runs: dict) -> None:
+    r = runs["again"]
+    assert r.status == "ok" and runs["current"][3] == f"releases/{r.release}"
+    status = {s.name: s for s in r.steps}
+    assert status["build"].status == status["plugin"].status == "skipped"
+    assert status["build"].reason == "--only-validate" and status["latency"].reason == "--only-validate"
+    assert status["validate"].status == "ok"
+    assert status["reuse-engines"].status in ("ok", "skipped")
+    assert r.transfer["sent"] == 0  # the same bundle as the current release: nothing to send
+    releases = sorted(p.name for p in (runs["device"] / "releases").iterdir())
+    # --keep-releases 3: the oldest (the first) is pruned; the failed one stays until it is among the oldest
+    assert releases == sorted([runs["second"].release, runs["failure_release"], r.release])
+
+
+def test_dry_run_prints_every_remote_command_and_runs_none(art: dict, tmp_path: Path, sshd: Sshd,
+                                                           capsys: pytest.CaptureFixture) -> None:
+    kw = kwargs(sshd, art, tmp_path / "device", tmp_path / "results", port=closed_port(), progress=True)
+    r = deploy(art["export"], dry_run=True, **kw)
+    out = capsys.readouterr().out
+    assert r.status == "dry-run" and not (tmp_path / "device").exists() and not (tmp_path / "results").exists()
+    for step in remote.STEPS:
+        assert f"# step {step.name}:" in out
+    for needle in ("cat /etc/nv_tegra_release", "nvpmodel -q", "jetson_clocks --show",
+                   "sha256sum -c --quiet SHA256SUMS", "--link-dest=../../current/",
+                   "-m pipeline.cli validate", "mv -T", "rsync"):
+        assert needle in out, needle
+
+
+# ---------------------------------------------------------------------------------------------- bad input
+def _nothing_left(tmp_path: Path) -> None:
+    assert not (tmp_path / "device").exists() and not (tmp_path / "results").exists()
+
+
+def test_unreachable_host(art: dict, tmp_path: Path, sshd: Sshd) -> None:
+    kw = kwargs(sshd, art, tmp_path / "device", tmp_path / "results", port=closed_port(), connect_timeout=5)
+    with pytest.raises(DvitError, match=r"^cannot reach 127\.0\.0\.1:\d+: connection refused \(is sshd running"):
+        deploy(art["export"], **kw)
+    _nothing_left(tmp_path)
+
+
+def test_refused_key(art: dict, tmp_path: Path, sshd: Sshd) -> None:
+    kw = kwargs(sshd, art, tmp_path / "device", tmp_path / "results", identity=str(sshd.stranger))
+    with pytest.raises(DvitError, match=r"refused the key .*stranger_ed25519: add its public key to "
+                                        r"~/\.ssh/authorized_keys on the device"):
+        deploy(art["export"], **kw)
+    _nothing_left(tmp_path)
+
+
+def test_unknown_target(art: dict, tmp_path: Path, sshd: Sshd) -> None:
+    kw = kwargs(sshd, art, tmp_path / "device", tmp_path / "results", target="orin-nanoo")
+    with pytest.raises(ConfigError, match=r"unknown target 'orin-nanoo' \(did you mean orin-nano\?\)"):
+        deploy(art["export"], **kw)
+    _nothing_left(tmp_path)
+
+
+def test_full_disk_on_the_device(art: dict, tmp_path: Path, sshd: Sshd) -> None:
+    kw = kwargs(sshd, art, tmp_path / "device", tmp_path / "results", need_disk_mb=2**30)
+    with pytest.raises(DvitError, match=r"^device has \d+ MB free in .*/device, the bundle needs 1073741824 MB: "
+                                        r"free space or pass --remote-dir$"):
+        deploy(art["export"], **kw)
+    _nothing_left(tmp_path)
+
+
+def test_bad_options(art: dict, tmp_path: Path, sshd: Sshd) -> None:
+    kw = kwargs(sshd, art, tmp_path / "device", tmp_path / "results")
+    with pytest.raises(ConfigError, match="--remote-dir 'a b': use a plain path"):
+        deploy(art["export"], **{**kw, "remote_dir": "a b"})
+    with pytest.raises(ConfigError, match="--only-validate needs --reference"):
+        deploy(art["export"], **{**kw, "reference": None, "only_validate": True})
+    with pytest.raises(ConfigError, match="--identity .*: no such key file"):
+        deploy(art["export"], **{**kw, "identity": str(tmp_path / "nokey")})
+    with pytest.raises(DvitError, match="--no-build reuses the engines of the current release, but 127.0.0.1 has "
+                                        "none"):
+        deploy(art["export"], **{**kw, "build": False})
+    _nothing_left(tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------- the fit check
+def facts(**sections: str) -> str:
+    return "".join(f"\n@@{k}\n{v}\n" for k, v in sections.items())
+
+
+DF_120MB = """Filesystem     1024-blocks     Used Available Capacity Mounted on
+/dev/mmcblk0p1    59313376 59190496    122880     100% /"""
+JETSON_TOOLS = ("cmake=/usr/bin/cmake\nrsync=/usr/bin/rsync\nsha256sum=/usr/bin/sha256sum\npython3=/usr/bin/python3\n"
+                "nvcc=/usr/local/cuda/bin/nvcc\nnvpmodel=/usr/sbin/nvpmodel\njetson_clocks=/usr/bin/jetson_clocks\n"
+                "tegrastats=/usr/bin/tegrastats\nnvidia-smi=")
+MEMINFO = "MemTotal:        7990000 kB\nMemFree:          900000 kB\nMemAvailable:    5200000 kB\n" \
+          "SwapTotal:       3995000 kB\nSwapFree:        3995000 kB"
+
+ORIN_NANO_JP51 = facts(
+    home="/home/nvidia", uname="Linux 5.10.120-tegra aarch64",
+    nv_tegra_release="# R35 (release), REVISION: 4.1, GCID: 33958178, BOARD: t186ref, EABI: aarch64, DATE: Tue Aug  "
+                     "1 19:57:35 UTC 2023",
+    model="NVIDIA Orin Nano Developer Kit", l4t_core="35.4.1-20230801124926", jetpack="",
+    python="/usr/bin/python3\nPython 3.8.10", tensorrt_python="8.5.2.2", tensorrt_rtx_python="",
+    libnvinfer="ii  libnvinfer-bin 8.5.2-1+cuda11.4\nii  libnvinfer8 8.5.2-1+cuda11.4",
+    nvcc="/usr/local/cuda/bin/nvcc\nnvcc: NVIDIA (R) Cuda compiler driver\nCopyright (c) 2005-2022 NVIDIA Corporation\n"
+         "Built on Sun_Oct_23_22:16:07_PDT_2022\nCuda compilation tools, release 11.4, V11.4.315\n"
+         "Build cuda_11.4.r11.4/compiler.31964100_0",
+    meminfo=MEMINFO, nproc="6",
+    df="/home/nvidia\nFilesystem     1024-blocks     Used Available Capacity Mounted on\n"
+       "/dev/mmcblk0p1    59313376 45187616  11076176      81% /",
+    tools=JETSON_TOOLS, cmake="cmake version 3.16.3", nvpmodel="NV Power Mode: 15W\n0",
+    jetson_clocks="SOC family:tegra234  Machine:NVIDIA Orin Nano Developer Kit\nOnline CPUs: 0-5\n"
+                  "GPU MinFreq=306000000 MaxFreq=625000000 CurrentFreq=306000000\n"
+                  "EMC MinFreq=204000000 MaxFreq=2133000000 CurrentFreq=2133000000 FreqOverride=0\nNV Power Mode: 15W",
+    trt_headers="/usr/include/aarch64-linux-gnu", deploy_state="")
+
+ORIN_NANO_JP62 = facts(
+    home="/home/nvidia", uname="Linux 5.15.148-tegra aarch64",
+    nv_tegra_release="# R36 (release), REVISION: 4.3, GCID: 38968081, BOARD: generic, EABI: aarch64, DATE: Wed Jan  "
+                     "8 01:49:37 UTC 2025\n# KERNEL_VARIANT: oot",
+    model="NVIDIA Jetson Orin Nano Engineering Reference Developer Kit Super", l4t_core="36.4.3-20250107174145",
+    jetpack="6.2+b77", python="/usr/bin/python3\nPython 3.10.12", tensorrt_python="10.3.0", tensorrt_rtx_python="",
+    libnvinfer="ii  libnvinfer-bin 10.3.0.30-1+cuda12.5\nii  libnvinfer10 10.3.0.30-1+cuda12.5",
+    nvcc="/usr/local/cuda/bin/nvcc\nCuda compilation tools, release 12.6, V12.6.68\n"
+         "Build cuda_12.6.r12.6/compiler.34714021_0",
+    meminfo=MEMINFO, nproc="6",
+    df="/home/nvidia\nFilesystem     1024-blocks     Used Available Capacity Mounted on\n"
+       "/dev/nvme0n1p1   245016792 41206580 191271404      18% /",
+    tools=JETSON_TOOLS, cmake="cmake version 3.22.1", nvpmodel="NV Power Mode: MAXN_SUPER\n2",
+    jetson_clocks="GPU MinFreq=306000000 MaxFreq=1020000000 CurrentFreq=306000000\n"
+                  "EMC MinFreq=204000000 MaxFreq=3199000000 CurrentFreq=665600000\nNV Power Mode: MAXN_SUPER",
+    trt_headers="/usr/include/aarch64-linux-gnu", deploy_state="releases/20250101-120000\nengines_dir=yes")
+
+
+def fit(text: str, target: str = "orin-nano", need: int = 100 << 20, **kw: object) -> preflight.Fit:
+    kw.setdefault("needs_plugin", True)
+    return preflight.check_fit(preflight.parse_facts(text), load_target(target), host="nano", need_bytes=need,
+                               remote_dir="~/dvit-deploy", **kw)  # type: ignore[arg-type]
+
+
+def test_jetpack5_device_does_not_fit_orin_nano() -> None:
+    f = preflight.parse_facts(ORIN_NANO_JP51)
+    assert (f.l4t, f.jetpack, f.tensorrt, f.libnvinfer, f.cuda) == ("35.4.1", "5.1.2", "8.5.2.2", "8.5.2", "11.4.315")
+    assert (f.board, f.compute_capability, f.power_mode, f.power_mode_id) == ("Orin", 87, "15W", 0)
+    assert f.disk_free_kb == 11076176 and f.mem_available_kb == 5200000 and f.cpus == 6
+    result = fit(ORIN_NANO_JP51)
+    assert result.errors[0] == ("this Orin runs JetPack 5.1.2 with TensorRT 8.5: target orin-nano needs TensorRT 10.3 "
+                                "or newer (JetPack 6.1+): flash JetPack 6.1 or newer")
+    assert any("Python 3.8.10" in e for e in result.errors)
+    assert any("GPU clocks are not locked on nano (306-625 MHz" in w for w in result.warnings)
+
+
+def test_jetpack62_device_fits_orin_nano_with_warnings_only() -> None:
+    f = preflight.parse_facts(ORIN_NANO_JP62)
+    assert (f.l4t, f.jetpack, f.jetpack_source, f.tensorrt) == ("36.4.3", "6.2", "nvidia-jetpack package", "10.3.0")
+    assert f.current_release == "releases/20250101-120000" and f.current_has_engines
+    assert (f.clocks.gpu_min_mhz, f.clocks.gpu_max_mhz, f.clocks.locked) == (306.0, 1020.0, False)
+    result = fit(ORIN_NANO_JP62)
+    assert result.ok, result.errors
+    assert result.warnings == [("GPU clocks are not locked on nano (306-1020 MHz, jetson_clocks --show): latency "
+                                "will vary; run `sudo jetson_clocks` before deploying")]
+    locked = ORIN_NANO_JP62.replace("GPU MinFreq=306000000", "GPU MinFreq=1020000000")
+    assert fit(locked).warnings == []
+
+
+def test_jetson_tools_absence_is_reported_not_faked() -> None:
+    text = ORIN_NANO_JP62.replace("tegrastats=/usr/bin/tegrastats", "tegrastats=").replace(
+        "jetson_clocks=/usr/bin/jetson_clocks", "jetson_clocks=")
+    text = text.replace("GPU MinFreq=306000000 MaxFreq=1020000000 CurrentFreq=306000000\n", "")
+    f = preflight.parse_facts(text)
+    assert f.tools["tegrastats"] is None and f.clocks.locked is None
+    warnings = fit(text).warnings
+    assert "tegrastats not found on nano: no power, temperature or clock figures" in warnings
+    assert "jetson_clocks not found on nano: cannot tell whether clocks are locked" in warnings
+
+
+def test_other_mismatches_stop_with_one_line_each() -> None:
+    desktop = facts(uname="Linux 6.8.0-45-generic x86_64", python="/usr/bin/python3\nPython 3.12.3",
+                    tensorrt_rtx_python="1.7.1.116", nvidia_smi="NVIDIA GeForce RTX 2080 Ti, 7.5, 550.120, 11264 MiB",
+                    tools="rsync=/usr/bin/rsync\nsha256sum=/usr/bin/sha256sum\ncmake=/usr/bin/cmake", meminfo=MEMINFO,
+                    df="/home/u\n" + DF_120MB.replace("122880", "99999999"))
+    jetson_target = fit(desktop, "orin-nano")
+    assert jetson_target.errors == [jetson_target.errors[0]] and "is not a Jetson" in jetson_target.errors[0]
+    turing = fit(desktop, "desktop-rtx", needs_plugin=False)
+    assert any("GPU is sm_75 (compute capability 7.5, nvidia-smi (NVIDIA GeForce RTX 2080 Ti)), target desktop-rtx "
+               "builds for sm_80" in e for e in turing.errors)
+    rtx_on_jetson = fit(ORIN_NANO_JP62, "desktop-rtx")
+    assert "TensorRT for RTX does not run on Jetson" in rtx_on_jetson.errors[0]
+    no_bindings = ORIN_NANO_JP62.replace("\n@@tensorrt_python\n10.3.0\n", "\n@@tensorrt_python\n\n")
+    assert any("no Python bindings" in e and "python3-libnvinfer" in e for e in fit(no_bindings).errors)
+    thor = fit(ORIN_NANO_JP62, "thor")
+    assert any("TensorRT 10.3: target thor needs TensorRT 10.13 or newer (JetPack 7.0+)" in e for e in thor.errors)
+
+
+def test_disk_check_on_real_df_output() -> None:
+    assert preflight.parse_df(DF_120MB) == (122880, "/")
+    wrapped = ("Filesystem                                  1024-blocks    Used Available Capacity Mounted on\n"
+               "/dev/mapper/ubuntu--vg-ubuntu--lv\n                                              102626232 "
+               "52345120  45021928      54% /home")
+    assert preflight.parse_df(wrapped) == (45021928, "/home")
+    assert preflight.check_disk(122880, 480 << 20, "~/dvit-deploy") == (
+        "device has 120 MB free in ~/dvit-deploy, the bundle needs 480 MB: free space or pass --remote-dir")
+    assert preflight.check_disk(122880, 100 << 20, "~/dvit-deploy") is None
+    full = ORIN_NANO_JP62.replace("/dev/nvme0n1p1   245016792 41206580 191271404      18% /",
+                                  DF_120MB.splitlines()[1])
+    assert fit(full, need=480 << 20).errors == [
+        "device has 120 MB free in ~/dvit-deploy, the bundle needs 480 MB: free space or pass --remote-dir"]
+
+
+def test_step_table_and_layout() -> None:
+    assert remote.STEP_NAMES[-2:] == ("switch", "prune") and len(set(remote.STEP_NAMES)) == len(remote.STEP_NAMES)
+    assert remote.parse_commands("positional arguments:\n  COMMAND\n    train      x\n    plugin-pass\n"
+                                 "               y\n    validate   z\n") == ["train", "plugin-pass", "validate"]
+    home = remote.Layout.make("~/dvit-deploy", "20250101-000000")
+    assert (home.root, home.rsync_root) == ("$HOME/dvit-deploy", "dvit-deploy")
+    assert remote.Layout.make("/data/d/", "r").rel == "/data/d/releases/r"
+    for bad in ("a b", "x;rm", "~", "/", "../up", "a/../b"):
+        with pytest.raises(ValueError):
+            remote.Layout.make(bad, "r")
+
+
+def test_device_side_imports_without_torch_timm_modelopt() -> None:
+    from test_contract import BLOCKER
+
+    code = BLOCKER + (
+        "import argparse, pipeline.deploy as d\n"
+        "import pipeline.deploy.ssh, pipeline.deploy.preflight, pipeline.deploy.bundle, pipeline.deploy.remote\n"
+        "import pipeline.deploy.tegrastats\n"
+        "d.configure(argparse.ArgumentParser())\n"
+        "try:\n    import torch\nexcept ImportError as e:\n    print('blocked:', e)\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "blocked: torch is blocked" in r.stdout
