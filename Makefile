@@ -11,14 +11,15 @@ SYSTEM_SITE_PACKAGES ?= 0
 FMNIST_DIR ?= /usr/share/datasets/fashion-mnist
 RUNS ?= runs
 
-.PHONY: setup link-tensorrt-rtx data test-tools test test-all demo teacher train export precision reference validate plugin-pass latency deploy report pipeline plugins bench lint typecheck clean help
+.PHONY: setup link-tensorrt-rtx data test-tools test test-all demo student teacher train export precision reference engines build-engine validate plugin-pass latency deploy report pipeline plugins bench lint typecheck clean help
 
 help:
 	@echo "make setup     virtual environment with pinned dependencies, and the Fashion-MNIST data"
-	@echo "make demo      the whole job on Fashion-MNIST: distil DynamicViT from the shipped teacher, evaluate"
+	@echo "make demo      the whole job on Fashion-MNIST: distil, export, precision, plugin, engines, validate, latency, report"
 	@echo "make test      the test suite (GPU tests skip, saying why, where no GPU is present)"
 	@echo "make teacher   retrain the shipped dense teacher checkpoint"
-	@echo "make pipeline  demo, then export, precision (FP16, INT8, per-stage mix), the plugin pass and validate"
+	@echo "make pipeline  distil, then export, precision (FP16, INT8, per-stage mix), the plugin pass and validate (PyTorch)"
+	@echo "make engines   TensorRT engines of the plugin graph sets (TARGET=desktop-rtx here; a profile in targets/)"
 	@echo "make reference record PyTorch's outputs on the test split (REFERENCE=runs/reference.npz validates against it)"
 	@echo "make plugins   build the CUDA kernel and the TensorRT plugin library"
 	@echo "make bench     benchmarks (speed targets live here, never in timed tests)"
@@ -93,11 +94,19 @@ teacher: setup
 # faster (measured: after 200 steps the student was 1.45 points below its teacher at 0.1 and 5.9 points at 0.01).
 STUDENT_CKPT ?= $(RUNS)/student/model.pt
 STUDENT_ARGS ?= --mode student --model fmnist_tiny --keep-ratio 0.7 --epochs 4 --batch-size 128 --lr 1e-3 --backbone-lr-scale 0.1 --warmup-epochs 0.5 --seed 0
-demo: setup
+student: setup
 	$(DVIT) train $(STUDENT_ARGS) --teacher $(TEACHER_CKPT) --out $(RUNS)/student
 	$(DVIT) evaluate $(TEACHER_CKPT) $(STUDENT_CKPT) --json $(RUNS)/evaluate.json
 
-train: demo
+train: student
+
+# The whole job on the embedded default: distil, export, precision variants, plugin pass, engines, validation against
+# the recorded PyTorch reference, latency, the report (its path printed last).
+demo: setup
+	$(MAKE) --no-print-directory student export precision plugin-pass reference engines
+	$(MAKE) --no-print-directory validate REFERENCE=$(RUNS)/reference.npz VALIDATE_JOBS=2
+	$(MAKE) --no-print-directory latency report
+	@echo "report: $(RUNS)/report/report.html"
 
 # Later stages, each reading the previous stage's manifest.
 PRECISIONS ?= fp16 int8 fp16,int8,int8,fp16
@@ -117,10 +126,27 @@ reference: setup
 	$(DVIT) reference --graphs $(RUNS)/export --threads 1 --out $(RUNS)/reference.npz
 
 GRAPH_SETS = export $(foreach p,$(PRECISIONS),precision-$(subst $(comma),-,$(p))) plugin $(foreach p,$(PRECISIONS),plugin-$(subst $(comma),-,$(p)))
+VALIDATE_JOBS ?= 1
 validate: setup
-	for g in $(GRAPH_SETS); do \
-		$(DVIT) validate --graphs $(RUNS)/$$g --reference $(REFERENCE) --threads 1 --require auto --no-progress \
-			--json $(RUNS)/validate-$$g$(if $(filter-out pytorch,$(REFERENCE)),-recorded).json || exit 1; \
+	printf '%s\n' $(GRAPH_SETS) | xargs -P $(VALIDATE_JOBS) -I{} sh -c '$(DVIT) validate --graphs $(RUNS)/{} \
+		--reference $(REFERENCE) --threads 1 --require auto --no-progress \
+		--json $(RUNS)/validate-{}$(if $(filter-out pytorch $(RUNS)/reference.npz,$(REFERENCE)),-recorded).json \
+		> $(RUNS)/validate-{}.log 2>&1 || { cat $(RUNS)/validate-{}.log; exit 255; }'
+	@for g in $(GRAPH_SETS); do grep -A3 "^Top-1" $(RUNS)/validate-$$g.log | head -4; done
+	@if $(PY) -c "import sys; from pipeline.cuda_buffers import gpu_available; sys.exit(0 if gpu_available()[0] else 1)" 2>/dev/null; then \
+		for g in $(ENGINE_SETS); do $(DVIT) validate --graphs $(RUNS)/engines-$$g --reference $(REFERENCE) --require auto \
+			--no-progress --json $(RUNS)/validate-engines-$$g.json || exit 1; done; \
+	else echo "engines not validated: no GPU on this machine (they are built; ONNX Runtime validated their graphs)"; fi
+
+# TensorRT engines of the plugin graph sets for a target (TensorRT-RTX's desktop-rtx here; `make engines
+# TARGET=orin-nano` on a Jetson), beside their layer reports, with the engine cache in artifacts/engine-cache.
+ENGINE_SETS ?= plugin plugin-fp16 plugin-int8 plugin-fp16-int8-int8-fp16
+ENGINE_TARGET ?= $(or $(TARGET),desktop-rtx)
+engines build-engine: setup
+	$(MAKE) --no-print-directory plugins TARGET=$(ENGINE_TARGET)
+	for g in $(ENGINE_SETS); do \
+		$(DVIT) build --graphs $(RUNS)/$$g --target $(ENGINE_TARGET) --out $(RUNS)/engines-$$g \
+			--plugin-lib $(PLUGINS_BUILD)/libdvit_trt_plugins.so --overwrite --no-progress || exit 1; \
 	done
 
 # The plugin pass on every graph set: the export's and each precision's.
@@ -152,7 +178,7 @@ report: setup
 		$(if $(wildcard $(RUNS)/reference.npz),--reference $(RUNS)/reference.npz) --out $(RUNS)/report
 
 # demo, then every ONNX stage on its output
-pipeline: demo export precision plugin-pass validate
+pipeline: student export precision plugin-pass validate
 
 bench: bench-plugins
 
