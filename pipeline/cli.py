@@ -19,6 +19,8 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("targets", "pipeline.targets", "device target profiles: backend and versions, SMs, DLA, build defaults"),
     ("precision", "pipeline.precision", "write FP16 (ModelOpt AutoCast) and INT8 (explicit Q/DQ) into the graphs"),
     ("plugin-pass", "pipeline.plugin_pass", "replace TopK+Gather pruning patterns with the DvitTopKGather plugin"),
+    ("build", "pipeline.build", "TensorRT engines per stage and fused, with the plugin, for a target profile"),
+    ("inspect", "pipeline.inspect_engine", "what an engine is and whether this device's TensorRT can load it"),
     ("reference", "pipeline.reference", "record PyTorch's outputs on a dataset slice, to validate where torch is absent"),
     ("validate", "pipeline.validate", "any graph set against PyTorch, a recorded reference or another graph set"),
     ("latency", "pipeline.latency", "time pruned vs dense, stage chain vs fused, in ONNX Runtime or TensorRT"),

@@ -251,9 +251,11 @@ def create_network(b: Backend, builder: trt.Builder) -> trt.INetworkDefinition:
     return network
 
 
-def parse_onnx(b: Backend, network: trt.INetworkDefinition, onnx_path: str | os.PathLike[str]) -> trt.OnnxParser:
-    """Parse an ONNX file into `network`; keep the returned parser alive until the build (it owns weights)."""
-    logger: trt.Logger = b.trt.Logger(b.trt.Logger.WARNING)
+def parse_onnx(b: Backend, network: trt.INetworkDefinition, onnx_path: str | os.PathLike[str],
+               severity: str = "WARNING") -> trt.OnnxParser:
+    """Parse an ONNX file into `network`; keep the returned parser alive until the build (it owns weights).
+    Parse errors are collected from the parser either way; `severity` only filters what its logger prints."""
+    logger: trt.Logger = b.trt.Logger(getattr(b.trt.Logger, severity))
     parser: trt.OnnxParser = b.trt.OnnxParser(network, logger)
     if not parser.parse_from_file(os.fspath(onnx_path)):
         errors = []

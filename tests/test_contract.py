@@ -30,7 +30,8 @@ DEVICE_MODULES = [
     "pipeline.comparison.thresholds", "pipeline.comparison.driver", "pipeline.validate", "pipeline.validate.tables",
     "pipeline.targets", "pipeline.trt_backend", "pipeline.plan_header", "pipeline.report", "pipeline.latency",
     "pipeline.latency.timing", "pipeline.latency.cpu_pool", "pipeline.latency.flops", "pipeline.runners.tensorrt",
-    "pipeline.cuda_buffers", "pipeline.deploy", "pipeline.cli",
+    "pipeline.cuda_buffers", "pipeline.deploy", "pipeline.build", "pipeline.build.cache", "pipeline.build.layers",
+    "pipeline.build.plugin_lib", "pipeline.inspect_engine", "pipeline.cli",
 ]
 BLOCKER = """
 import importlib.abc, sys
