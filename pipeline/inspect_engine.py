@@ -184,15 +184,3 @@ def main(args: argparse.Namespace) -> int:
     if r.problem:
         print(f"dvit inspect: warning: {r.problem}", file=sys.stderr)
     return 1 if r.must_rebuild else 0
-
-
-def cli(argv: list[str] | None = None) -> int:
-    """The same as `dvit inspect`, with its error handling (for use before the CLI lists it)."""
-    parser = argparse.ArgumentParser(prog="dvit inspect")
-    configure(parser)
-    args = parser.parse_args(argv)
-    try:
-        return main(args)
-    except DvitError as e:
-        print(f"dvit inspect: error: {e}", file=sys.stderr)
-        return 2

@@ -416,17 +416,7 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-def cli(argv: list[str] | None = None) -> int:
-    """`python -m pipeline.targets ...`: the same options as `dvit targets`, usable before the CLI is set up."""
-    parser = argparse.ArgumentParser(prog="python -m pipeline.targets", description=__doc__.splitlines()[0])
-    configure(parser)
-    args = parser.parse_args(argv)
-    try:
-        return main(args)
-    except ConfigError as e:
-        print(f"dvit targets: error: {e}", file=sys.stderr)
-        return 2
+if __name__ == "__main__":  # `python -m pipeline.targets --cuda-archs NAME`, for the Makefile
+    from .cli import main as dvit
 
-
-if __name__ == "__main__":
-    sys.exit(cli())
+    sys.exit(dvit(["targets", *sys.argv[1:]]))

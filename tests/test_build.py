@@ -28,8 +28,9 @@ from plugin_build_helpers import build_plugin, header_set_id, headers_major, trt
 from test_precision import tiny_model
 
 from pipeline import plugin_pass, precision
-from pipeline.build import BuildResult, build_engines, cli
+from pipeline.build import BuildResult, build_engines
 from pipeline.build.cache import EngineCache
+from pipeline.cli import main as dvit
 from pipeline.errors import DvitError, ManifestError
 from pipeline.graphset import GraphSet
 from pipeline.io import sha256_file
@@ -49,16 +50,17 @@ class Block(importlib.abc.MetaPathFinder):
         if name.split('.')[0] in BLOCKED:
             raise ModuleNotFoundError(f"No module named {{name!r}} (blocked by the test)", name=name)
 sys.meta_path.insert(0, Block())
-from {module} import cli
-rc = cli(sys.argv[1:])
+from pipeline.cli import main
+rc = main([{command!r}, *sys.argv[1:]])
 print('imported:', sorted({{m.split('.')[0] for m in sys.modules}} & {{'torch', 'timm', 'modelopt', 'onnx'}}))
 sys.exit(rc)
 """
 HEAVY = ("torch", "timm", "modelopt", "onnx", "onnxruntime", "onnxsim", "onnx_graphsurgeon")
 
 
-def run_blocked(module: str, blocked: tuple[str, ...], *args: str) -> subprocess.CompletedProcess[str]:
-    code = BLOCKED_RUN.format(blocked=blocked, module=module)
+def run_blocked(command: str, blocked: tuple[str, ...], *args: str) -> subprocess.CompletedProcess[str]:
+    """`dvit COMMAND ARGS` in a fresh interpreter in which the `blocked` modules cannot be imported."""
+    code = BLOCKED_RUN.format(blocked=blocked, command=command)
     return subprocess.run([sys.executable, "-c", code, *args], cwd=REPO, capture_output=True, text=True,
                           timeout=300, check=False)
 
@@ -292,7 +294,7 @@ def test_cache_rebuilds_plugin_engines_after_the_plugin_library_changes(sets: di
         f.write(b"\0dvit test: a different build of the library\0")
     counts = {}
     for run, lib in (("first", plugin_lib), ("same", plugin_lib), ("changed", changed)):
-        r = run_blocked("pipeline.build", (), "--graphs", str(sets["fp32-plugin"]), "--target", TARGET, "--out",
+        r = run_blocked("build", (), "--graphs", str(sets["fp32-plugin"]), "--target", TARGET, "--out",
                         str(tmp_path / run), "--batch-sizes", "4", "--cache-dir", str(cache), "--plugin-lib", str(lib),
                         "--no-progress")
         assert r.returncode == 0, r.stderr[-3000:]
@@ -354,7 +356,7 @@ def test_plugin_nodes_without_a_plugin_library_name_make_plugins(sets: dict[str,
                     reason="full TensorRT is installed here: a Jetson target's backend would load")
 def test_an_rtx_backend_asked_for_a_jetson_target_is_one_line(sets: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "engines"
-    r = run_blocked("pipeline.build", (), "--graphs", str(sets["fp32"]), "--target", "orin-nano", "--out", str(out),
+    r = run_blocked("build", (), "--graphs", str(sets["fp32"]), "--target", "orin-nano", "--out", str(out),
                     "--no-progress")
     err = r.stderr.strip()
     assert r.returncode == 2 and err.count("\n") == 0, err
@@ -391,8 +393,8 @@ def test_other_bad_input_is_one_line(sets: dict[str, Path], tmp_path: Path) -> N
     out.mkdir()
     with pytest.raises(DvitError, match="already exists: remove it or pass --overwrite"):
         build_engines(sets["fp32"], TARGET, out, progress=False)
-    assert cli(["--graphs", str(sets["fp32"]), "--target", TARGET, "--out", str(tmp_path / "o"),
-                "--batch-sizes", "4,x"]) == 2
+    assert dvit(["build", "--graphs", str(sets["fp32"]), "--target", TARGET, "--out", str(tmp_path / "o"),
+                 "--batch-sizes", "4,x"]) == 2
 
 
 # ---------------------------------------------------------------- the device side
@@ -400,11 +402,11 @@ def test_builds_without_torch_or_onnx_and_says_when_tensorrt_is_absent(sets: dic
     """A Jetson has neither torch, timm, ModelOpt nor onnx: the build needs none of them. Without TensorRT (its
     import made to fail in a fresh interpreter: a real absence) it stops with the install hint."""
     out = tmp_path / "device"
-    r = run_blocked("pipeline.build", HEAVY, "--graphs", str(sets["mixed-plugin"]), "--target", TARGET, "--out",
+    r = run_blocked("build", HEAVY, "--graphs", str(sets["mixed-plugin"]), "--target", TARGET, "--out",
                     str(out), "--batch-sizes", "1", "--cache-dir", str(tmp_path / "cache"), "--no-progress",
                     "--plugin-lib", str(sets["root"] / "no-such.so"))
     assert r.returncode == 2 and "does not exist: build it with `make plugins`" in r.stderr, r.stderr[-2000:]
-    r = run_blocked("pipeline.build", HEAVY, "--graphs", str(sets["mixed"]), "--target", TARGET, "--out", str(out),
+    r = run_blocked("build", HEAVY, "--graphs", str(sets["mixed"]), "--target", TARGET, "--out", str(out),
                     "--batch-sizes", "1", "--cache-dir", str(tmp_path / "cache"), "--no-progress")
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.splitlines()[0].startswith(f"wrote {out}: 6 engines (batch sizes 1; fp16,int8,int8,fp16)")
@@ -412,7 +414,7 @@ def test_builds_without_torch_or_onnx_and_says_when_tensorrt_is_absent(sets: dic
     assert GraphSet.load(out, ("engine",)).batch_sizes == [1]
 
     out2 = tmp_path / "no-trt"
-    r = run_blocked("pipeline.build", (*HEAVY, "tensorrt_rtx", "tensorrt_rtx_libs", "tensorrt"), "--graphs",
+    r = run_blocked("build", (*HEAVY, "tensorrt_rtx", "tensorrt_rtx_libs", "tensorrt"), "--graphs",
                     str(sets["fp32"]), "--target", TARGET, "--out", str(out2), "--no-progress")
     err = r.stderr.strip()
     assert r.returncode == 2 and err.count("\n") == 0, err
@@ -422,7 +424,7 @@ def test_builds_without_torch_or_onnx_and_says_when_tensorrt_is_absent(sets: dic
 
 
 def test_help_explains() -> None:
-    r = subprocess.run([sys.executable, "-c", "from pipeline.build import cli; cli(['--help'])"], cwd=REPO,
+    r = subprocess.run([sys.executable, "-c", "from pipeline.cli import main; main(['build', '--help'])"], cwd=REPO,
                        capture_output=True, text=True, check=False)
     assert r.returncode == 0
     for words in ("--graphs DIR", "--target NAME", "--plugin-lib PATH", "--batch-sizes", "--cache-dir",

@@ -18,7 +18,8 @@ rtx = pytest.importorskip("tensorrt_rtx", reason="TensorRT for RTX (pip extra te
 from test_precision import make_tiny_export
 
 from pipeline.build import build_engines
-from pipeline.inspect_engine import cli, inspect
+from pipeline.cli import main as dvit
+from pipeline.inspect_engine import inspect
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -32,7 +33,7 @@ def engines(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    rc = cli(list(argv))
+    rc = dvit(["inspect", *argv])
     out = capsys.readouterr()
     return rc, out.out, out.err
 
@@ -107,8 +108,8 @@ def test_without_tensorrt_the_header_is_still_read(engines: Path) -> None:
             "        if name.split('.')[0] in ('tensorrt', 'tensorrt_rtx', 'torch', 'onnx'):\n"
             "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
             "sys.meta_path.insert(0, Block())\n"
-            "from pipeline.inspect_engine import cli\n"
-            "sys.exit(cli(sys.argv[1:]))\n")
+            "from pipeline.cli import main\n"
+            "sys.exit(main(['inspect', *sys.argv[1:]]))\n")
     r = subprocess.run([sys.executable, "-c", code, str(engines / "b1" / "stage0.plan")], cwd=REPO,
                        capture_output=True, text=True, timeout=120, check=False)
     assert r.returncode == 0, r.stderr

@@ -401,15 +401,3 @@ def native_stdout_to_stderr() -> Iterator[None]:
             ctypes.CDLL(None).fflush(None)  # C stdio buffers still holding TensorRT's text
         os.dup2(saved, 1)
         os.close(saved)
-
-
-def cli(argv: list[str] | None = None) -> int:
-    """`python -c 'from pipeline.build import cli; cli()'`: the same as `dvit build`, with its error handling."""
-    parser = argparse.ArgumentParser(prog="dvit build")
-    configure(parser)
-    args = parser.parse_args(argv)
-    try:
-        return main(args)
-    except DvitError as e:
-        print(f"dvit build: error: {e}", file=sys.stderr)
-        return 2

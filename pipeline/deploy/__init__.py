@@ -623,18 +623,3 @@ def main(args: argparse.Namespace) -> int:
         tegrastats_ms=args.tegrastats_interval, jobs=args.jobs, latency_args=args.latency_args,
     )
     return 0
-
-
-def cli(argv: list[str] | None = None) -> int:
-    """`python -m pipeline.deploy ...`: the same options as `dvit deploy`."""
-    parser = argparse.ArgumentParser(prog="dvit deploy", description=(__doc__ or "").splitlines()[0])
-    configure(parser)
-    args = parser.parse_args(argv)
-    try:
-        return main(args)
-    except DvitError as e:
-        print(f"dvit deploy: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("dvit deploy: interrupted; the device's current release was not changed", file=sys.stderr)
-        return 130
