@@ -455,3 +455,26 @@ def test_keeps_working_when_the_graph_sets_are_gone(made: dict[str, Any], tmp_pa
     assert not g["manifest_here"] and g["keep_ratio"] == 0.7 and g["checkpoint"]["sha256"] == v["reference"]["checkpoint"]["sha256"]
     assert "not on this machine" in (out / "report.html").read_text()
     shutil.rmtree(out)
+
+
+# ---------------------------------------------------------------- the committed example
+EXAMPLE = Path(__file__).resolve().parents[1] / "docs" / "example-report" / "report.html"
+
+
+def test_the_committed_example_report_renders() -> None:
+    """docs/example-report/report.html, made by `make demo`: loads cleanly, not blank, every picture and plot."""
+    if find_chromium() is None:
+        pytest.skip(SKIP_REASON)
+    try:
+        with Chromium() as browser:
+            page = browser.load(EXAMPLE, FACTS_JS)
+    except BrowserError as e:
+        pytest.skip(f"Chromium did not start here: {e}")
+    assert page.errors == [], page.errors
+    assert [u for u in page.requests if not u.startswith("data:image/png;base64,")] == [page.url]
+    px = decode_png(page.screenshot)
+    non_white = (px[..., :3] < 245).any(axis=2)
+    assert px.shape[0] > 2400 and 0.04 < non_white.mean() < 0.6
+    assert page.facts["svgs"] and all(s["marks"] > 0 for s in page.facts["svgs"])
+    assert page.facts["images"] and all(i["ok"] and i["data"] for i in page.facts["images"])
+    assert "fmnist_tiny" in page.facts["title"]
