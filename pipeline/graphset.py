@@ -13,7 +13,7 @@ manifest is written. This module needs neither torch nor onnx: a Jetson reads gr
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -218,7 +218,7 @@ def batch_section(stages: list[dict[str, Any]], fused: dict[str, Any], teacher: 
 
 
 def write_graph_set(
-    root: str | os.PathLike[str], kind: str, header: dict[str, Any], graphs: dict[int | str, dict[str, Any]],
+    root: str | os.PathLike[str], kind: str, header: dict[str, Any], graphs: Mapping[Any, Any],
     **body: Any,
 ) -> Path:
     """Write the manifest of a graph set: the carried header, the graphs by batch size, then stage-specific keys.
