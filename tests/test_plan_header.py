@@ -11,7 +11,7 @@ import struct
 from pathlib import Path
 
 import pytest
-from onnx import TensorProto, helper
+from rtx_plans import relu_plan
 
 from pipeline import plan_header as ph
 from pipeline import targets
@@ -23,24 +23,7 @@ RTX_VERSION = targets.version_tuple(trt.__version__)
 
 def _build(ccs: tuple[int, ...]) -> bytes:
     """A one-Relu engine built by the real TensorRT-RTX builder for `ccs` (default set when empty)."""
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
-    model = helper.make_model(helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y]),
-                              opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    logger = trt.Logger(trt.Logger.ERROR)
-    builder = trt.Builder(logger)
-    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
-    parser = trt.OnnxParser(network, logger)
-    assert parser.parse(model.SerializeToString())
-    config = builder.create_builder_config()
-    if ccs:
-        config.num_compute_capabilities = len(ccs)
-        for i, sm in enumerate(ccs):
-            config.set_compute_capability(getattr(trt.ComputeCapability, f"SM{sm}"), i)
-    plan = builder.build_serialized_network(network, config)
-    assert plan is not None
-    return bytes(memoryview(plan))
+    return relu_plan(trt, ccs)
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import rtx_plans
 
 from pipeline import cuda_buffers as cb
 from pipeline import trt_backend
@@ -160,21 +161,7 @@ needs_rtx = pytest.mark.skipif(rtx is None, reason="TensorRT for RTX is not inst
 
 def _relu_plan() -> bytes:
     """A one-Relu engine built by the real TensorRT-RTX builder (needs no GPU)."""
-    from onnx import TensorProto, helper
-
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
-    model = helper.make_model(helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y]),
-                              opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    logger = rtx.Logger(rtx.Logger.ERROR)
-    builder = rtx.Builder(logger)
-    network = builder.create_network(1 << int(rtx.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
-    parser = rtx.OnnxParser(network, logger)
-    assert parser.parse(model.SerializeToString())
-    plan = builder.build_serialized_network(network, builder.create_builder_config())
-    assert plan is not None
-    return bytes(memoryview(plan))
+    return rtx_plans.relu_plan(rtx)
 
 
 @pytest.fixture(scope="module")
