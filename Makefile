@@ -180,7 +180,12 @@ report: setup
 # demo, then every ONNX stage on its output
 pipeline: student export precision plugin-pass validate
 
-bench: bench-plugins
+# The keep-ratio trade-off curve (DeiT-S at 224, random weights): latency against keep ratio, pruned vs dense,
+# chain and fused, batch 1 and 32, interleaved; JSON and SVG under benchmarks/results/. Then the plugin kernel's
+# benchmark (says so and exits 0 without a GPU).
+bench: setup
+	$(PY) benchmarks/bench_tradeoff.py
+	$(MAKE) --no-print-directory bench-plugins
 
 clean:
 	rm -rf build $(RUNS)
