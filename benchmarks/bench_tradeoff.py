@@ -39,6 +39,18 @@ def machine_slug() -> str:
     return f"{slug}-{os.cpu_count()}cores"
 
 
+def repo_relative(obj: Any) -> Any:
+    """`obj` with every absolute path below the checkout made relative to it: results name the run's files, not
+    the machine they were measured on."""
+    if isinstance(obj, dict):
+        return {k: repo_relative(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [repo_relative(v) for v in obj]
+    if isinstance(obj, str) and obj.startswith(f"{REPO}{os.sep}"):
+        return os.path.relpath(obj, REPO)
+    return obj
+
+
 def export_sets(model: str, ratios: list[float], batch_sizes: tuple[int, ...], work: Path) -> list[Path]:
     """One graph set per keep ratio (the dense model's graph in the first), reused when already exported."""
     import torch
@@ -141,8 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     name = f"tradeoff_{args.model}_{machine_slug()}" + ("_quick" if args.quick else "")
     command = " ".join(["benchmarks/bench_tradeoff.py", *(sys.argv[1:] if argv is None else argv)])
-    atomic_write_json(out / f"{name}.json", {"format": FORMAT, "model": args.model, "command": command, "rows": rows,
-                                             "latency": report})
+    atomic_write_json(out / f"{name}.json", repo_relative({"format": FORMAT, "model": args.model, "command": command,
+                                                           "rows": rows, "latency": report}))
     for b in sizes:
         atomic_write_text(out / f"{name}_b{b}.svg", plot(rows, b))
     print(f"{'rho':>5} {'B':>3} {'dense ms':>9} {'fused ms':>9} {'chain ms':>9} {'fused/dense':>11} {'FLOPs ratio':>11} "

@@ -2,6 +2,7 @@
 link outside the page), made from report.json's content (see pipeline.report.build)."""
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Sequence
 from html import escape
 from typing import Any
@@ -14,6 +15,15 @@ from .token_masks import data_uri
 class Raw(str):
     """HTML that is already safe (escaped or made here)."""
 
+
+
+def shown_path(path: str | None) -> str | None:
+    """A manifest's absolute path shown relative to the working directory when it lies below it: the page then
+    names the run's files, not the machine it was made on."""
+    if not path or not os.path.isabs(path):
+        return path
+    rel = os.path.relpath(path)
+    return path if rel.startswith("..") else rel
 
 def e(x: object) -> str:
     return x if isinstance(x, Raw) else escape(str(x), quote=True)
@@ -591,7 +601,8 @@ def _provenance(d: dict[str, Any]) -> Raw:
         for field_ in ("checkpoint", "teacher_checkpoint"):
             c = v["g"].get(field_) or {}
             if c.get("sha256"):
-                cks.setdefault(c["sha256"], f"{'teacher' if field_ == 'teacher_checkpoint' else 'student'}: {c.get('path') or '-'}")
+                cks.setdefault(c["sha256"], f"{'teacher' if field_ == 'teacher_checkpoint' else 'student'}: "
+                               f"{shown_path(c.get('path')) or '-'}")
     if cks:
         parts.append(tag("h3", "Checkpoints"))
         parts.append(table(["sha256", "what"], [[Raw(f"<code>{e(s)}</code>"), p] for s, p in cks.items()], num_from=99,
