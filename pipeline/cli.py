@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     known = {name for name, _, _ in COMMANDS}
     only = next((a for a in argv if a in known), None)
     args = build_parser(only).parse_args(argv)
+    args._argv = list(argv)  # for commands that re-launch themselves (dvit train under torchrun)
     try:
         return int(importlib.import_module(args._module).main(args) or 0)
     except DvitError as e:

@@ -170,23 +170,76 @@ class LossWeights:
 
 
 @dataclass
+class AugmentConfig:
+    """Training augmentation and evaluation preprocessing.
+
+    policy 'shift-flip' is the small-data default (pad-2 random crop and flip, vectorised in memory); 'timm' is
+    the DeiT recipe built by timm's create_transform (RandomResizedCrop, flip, RandAugment, random erasing) and
+    Mixup/CutMix; 'none' trains on the images as they are.
+    """
+
+    policy: str = "shift-flip"
+    auto_augment: str | None = None  # timm policy string, e.g. rand-m9-mstd0.5-inc1
+    color_jitter: float = 0.4  # timm ignores it when auto_augment is set, as DeiT does
+    interpolation: str = "bicubic"
+    re_prob: float = 0.0  # random erasing
+    re_mode: str = "pixel"
+    re_count: int = 1
+    mixup: float = 0.0  # Mixup alpha; 0 disables
+    cutmix: float = 0.0  # CutMix alpha; 0 disables
+    mixup_prob: float = 1.0
+    mixup_switch_prob: float = 0.5
+    mixup_mode: str = "batch"
+    crop_pct: float = 0.875  # evaluation: resize to img_size / crop_pct, centre-crop img_size (streamed data)
+    normalization: str = "dataset"  # 'dataset': the data's own mean/std; 'imagenet': timm's ImageNet constants
+
+    @property
+    def mixes(self) -> bool:
+        return self.policy == "timm" and (self.mixup > 0 or self.cutmix > 0)
+
+    def validate(self) -> None:
+        if self.policy not in AUGMENT_POLICIES:
+            raise ConfigError(f"unknown augmentation policy '{self.policy}': choose one of {', '.join(AUGMENT_POLICIES)}")
+        if self.normalization not in ("dataset", "imagenet"):
+            raise ConfigError(f"normalization '{self.normalization}' is neither 'dataset' nor 'imagenet'")
+        if not 0.0 < self.crop_pct <= 1.0:
+            raise ConfigError(f"crop_pct {self.crop_pct} is outside (0, 1]: the DeiT evaluation crop is 0.875")
+        if self.policy != "timm" and (self.mixup > 0 or self.cutmix > 0 or self.re_prob > 0 or self.auto_augment):
+            raise ConfigError("RandAugment, random erasing and Mixup/CutMix come with --augment timm (the deit recipe)")
+
+
+AUGMENT_POLICIES = ("none", "shift-flip", "timm")
+AMP_MODES = ("auto", "bf16", "fp16", "off")
+LOADERS = ("auto", "memory", "stream")
+
+
+@dataclass
 class TrainConfig:
+    recipe: str = "small"  # where the defaults came from (pipeline.train.recipe); every field can be overridden
     epochs: int = 10
-    batch_size: int = 128  # global batch: split evenly across DDP ranks
+    batch_size: int = 128  # global batch: split evenly across DDP ranks and accumulation steps
     lr: float = 1e-3
     min_lr: float = 1e-5
     warmup_epochs: float = 1.0
     weight_decay: float = 0.05
     backbone_lr_scale: float = 0.01  # paper: backbone at 1/100 of the prediction modules' rate
-    clip_grad: float = 1.0
+    clip_grad: float = 1.0  # 0 disables
     seed: int = 0
     label_smoothing: float = 0.0
-    augment: bool = True
-    amp: str = "auto"  # auto: bf16 autocast on CUDA, off on CPU
+    aug: AugmentConfig = field(default_factory=AugmentConfig)
+    ema_decay: float = 0.0  # exponential moving average of the weights; 0 disables
+    accum_steps: int = 1  # gradient accumulation: micro-batches per optimiser step in each process
+    amp: str = "auto"  # auto: bf16 (fp16 where bf16 is missing) on CUDA, off on CPU
+    loader: str = "auto"  # auto: in memory when the data is small and the augmentation vectorised, else streamed
+    workers: int | None = None  # decoding processes per training process (streamed data); None: from the cores
     max_steps_per_epoch: int | None = None
     train_subset: int | None = None
     eval_subset: int | None = None
     loss: LossWeights = field(default_factory=LossWeights)
+
+    @property
+    def augment(self) -> bool:
+        return self.aug.policy != "none"
 
     def validate(self) -> None:
         if self.epochs < 1:
@@ -195,6 +248,17 @@ class TrainConfig:
             raise ConfigError(f"batch size must be at least 1, got {self.batch_size}")
         if self.lr <= 0:
             raise ConfigError(f"learning rate must be positive, got {self.lr}")
+        if self.accum_steps < 1:
+            raise ConfigError(f"--accum-steps must be at least 1, got {self.accum_steps}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError(f"--ema-decay {self.ema_decay} is outside [0, 1): DeiT uses 0.9999, 0 disables it")
+        if self.amp not in AMP_MODES:
+            raise ConfigError(f"unknown --amp '{self.amp}': choose one of {', '.join(AMP_MODES)}")
+        if self.loader not in LOADERS:
+            raise ConfigError(f"unknown --loader '{self.loader}': choose one of {', '.join(LOADERS)}")
+        if self.workers is not None and self.workers < 0:
+            raise ConfigError(f"--workers must be 0 or more, got {self.workers}")
+        self.aug.validate()
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -203,7 +267,10 @@ class TrainConfig:
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         d = dict(d)
         loss = LossWeights(**d.pop("loss", {}))
-        return cls(**d, loss=loss)
+        aug = AugmentConfig(**d.pop("aug", {}))
+        if "augment" in d:  # written before augmentation policies existed
+            aug.policy = "shift-flip" if d.pop("augment") else "none"
+        return cls(**d, loss=loss, aug=aug)
 
 
 def dumps(obj: Any) -> str:

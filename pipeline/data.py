@@ -1,9 +1,8 @@
 """Datasets: Fashion-MNIST (the embedded default), ImageFolder trees and ImageNet-style train/val folders.
 
-Everything is decoded once into uint8 tensors held in memory and batched by index: on a 2-core machine a
-DataLoader's worker processes cost more than they save for 28x28 images. Augmentation parameters are drawn
-for the whole global batch from (seed, epoch), so distributed ranks see exactly the samples and crops a
-single process would.
+Here everything is decoded once into uint8 tensors held in memory and batched by index: on a 2-core machine
+a DataLoader's worker processes cost more than they save for 28x28 images. Data too large for memory is
+streamed by `pipeline.train.stream`, from the same file index (pipeline.image_index).
 """
 from __future__ import annotations
 
@@ -19,6 +18,14 @@ import torch
 from torch import Tensor
 
 from .errors import DataError
+from .image_index import (
+    IMAGE_SUFFIXES,
+    ImageIndex,
+    folder_split,
+    holdout_split,
+    is_imagenet_style,
+    scan_image_folder,
+)
 
 FMNIST_DEFAULT_DIR = Path("/usr/share/datasets/fashion-mnist")
 FMNIST_FILES = {
@@ -28,7 +35,6 @@ FMNIST_FILES = {
 FMNIST_CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
 )
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
 
 @dataclass
@@ -130,24 +136,70 @@ def fashion_mnist_stats(data_dir: str | None = None) -> tuple[float, float]:
     return float(x.mean()), float(x.std())
 
 
-def _load_image(path: Path, in_chans: int, img_size: int) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
+UNREADABLE = (OSError, ValueError, SyntaxError)  # PIL's UnidentifiedImageError is an OSError; SyntaxError: bad PNG chunks
 
-    try:
-        with Image.open(path) as src:
-            im = src.convert("L" if in_chans == 1 else "RGB")
-            if im.size != (img_size, img_size):
-                # Resize the short side, then centre-crop: the usual evaluation transform.
-                w, h = im.size
-                s = img_size / min(w, h)
-                im = im.resize((max(img_size, round(w * s)), max(img_size, round(h * s))), Image.Resampling.BILINEAR)
-                w, h = im.size
-                left, top = (w - img_size) // 2, (h - img_size) // 2
-                im = im.crop((left, top, left + img_size, top + img_size))
-            arr = np.asarray(im, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise DataError(f"cannot read image {path} ({e}): remove or replace the file") from e
+
+def open_image(path: str | os.PathLike[str], in_chans: int) -> Any:
+    """A PIL image in the model's colour mode, fully decoded (so that a truncated file fails here)."""
+    from PIL import Image
+
+    with Image.open(path) as src:
+        im = src.convert("L" if in_chans == 1 else "RGB")
+        im.load()
+    return im
+
+
+def fit_square(im: Any, img_size: int) -> Any:
+    """Resize the short side to img_size, then centre-crop: the in-memory path's one transform."""
+    from PIL import Image
+
+    if im.size == (img_size, img_size):
+        return im
+    w, h = im.size
+    s = img_size / min(w, h)
+    im = im.resize((max(img_size, round(w * s)), max(img_size, round(h * s))), Image.Resampling.BILINEAR)
+    w, h = im.size
+    left, top = (w - img_size) // 2, (h - img_size) // 2
+    return im.crop((left, top, left + img_size, top + img_size))
+
+
+def as_chw(im: Any) -> np.ndarray:
+    arr = np.asarray(im, dtype=np.uint8)
     return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+
+
+def _load_image(path: Path, in_chans: int, img_size: int) -> np.ndarray:
+    try:
+        return as_chw(fit_square(open_image(path, in_chans), img_size))
+    except UNREADABLE as e:
+        raise DataError(f"cannot read image {path} ({e}): remove or replace the file") from e
+
+
+def decode_index(index: ImageIndex, in_chans: int, img_size: int, name: str) -> ImageSet:
+    """Every image of `index` decoded into memory, normalised with its own mean and standard deviation."""
+    if not len(index):
+        raise DataError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found under {index.root}")
+    images = torch.empty(len(index), in_chans, img_size, img_size, dtype=torch.uint8)
+    for i in range(len(index)):
+        images[i].numpy()[...] = _load_image(index.path(i), in_chans, img_size)
+    mean, std = channel_stats(images)
+    return ImageSet(images, torch.from_numpy(index.labels), index.classes, mean, std, name)
+
+
+def channel_stats(images: Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and standard deviation of uint8 images in [0, 1], 32 MiB of float64 at a time (a float
+    copy of the whole set would take several times its memory)."""
+    chunk = max(1, (4 << 20) // max(1, images[0].numel()))
+    total = torch.zeros(images.shape[1], dtype=torch.float64)
+    squares = torch.zeros_like(total)
+    for s in range(0, len(images), chunk):
+        x = images[s : s + chunk].to(torch.float64).div_(255.0)
+        total += x.sum(dim=(0, 2, 3))
+        squares += (x * x).sum(dim=(0, 2, 3))
+    n = images.shape[0] * images.shape[2] * images.shape[3]
+    mean = total / n
+    var = (squares - n * mean * mean) / max(1, n - 1)
+    return tuple(float(v) for v in mean), tuple(max(float(v), 1e-3) for v in var.clamp_min(0).sqrt())
 
 
 def load_image_folder(
@@ -157,29 +209,11 @@ def load_image_folder(
     classes: tuple[str, ...] | None = None,
 ) -> ImageSet:
     """A class-per-sub-folder tree. `classes` fixes the label order (a val split must use train's)."""
-    root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"image folder {root} does not exist: pass a directory with one sub-folder per class")
-    found = tuple(sorted(d.name for d in root.iterdir() if d.is_dir()))
-    if not found:
-        raise DataError(f"{root} has no class sub-folders: put each class's images in a folder named after it")
-    classes = classes or found
-    unknown = set(found) - set(classes)
-    if unknown:
-        raise DataError(f"{root} has classes {sorted(unknown)} that the training split lacks: make the splits agree")
-    arrays, labels = [], []
-    for label, name in enumerate(classes):
-        for p in sorted((root / name).rglob("*")):
-            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES:
-                arrays.append(_load_image(p, in_chans, img_size))
-                labels.append(label)
-    if not arrays:
-        raise DataError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found under {root}")
-    images = torch.from_numpy(np.stack(arrays))
-    x = images.float() / 255.0
-    mean = tuple(float(v) for v in x.mean(dim=(0, 2, 3)))
-    std = tuple(max(float(v), 1e-3) for v in x.std(dim=(0, 2, 3)))
-    return ImageSet(images, torch.tensor(labels, dtype=torch.int64), classes, mean, std, f"folder:{root}")
+    return decode_index(scan_image_folder(root, classes), in_chans, img_size, f"folder:{root}")
+
+
+def is_fashion_mnist(spec: str | None) -> bool:
+    return spec in (None, "", "fashion-mnist", "fmnist") or (Path(str(spec)) / FMNIST_FILES["train"][0]).exists()
 
 
 def load_dataset(
@@ -198,65 +232,16 @@ def load_dataset(
         raise DataError(f"dataset path {root} does not exist: pass 'fashion-mnist' or an image directory")
     if (root / FMNIST_FILES["train"][0]).exists():
         return load_fashion_mnist(split, root)
-    if (root / "train").is_dir() and (root / "val").is_dir():
-        train_classes = tuple(sorted(d.name for d in (root / "train").iterdir() if d.is_dir()))
+    if is_imagenet_style(root):
         sub = "train" if split == "train" else "val"
-        ds = load_image_folder(root / sub, in_chans, img_size, train_classes)
+        ds = decode_index(folder_split(root, split), in_chans, img_size, f"folder:{root / sub}")
         if sub == "val":  # normalise with the training statistics
-            tr = load_image_folder(root / "train", in_chans, img_size, train_classes)
+            tr = load_image_folder(root / "train", in_chans, img_size)
             ds.mean, ds.std = tr.mean, tr.std
         return ds
     full = load_image_folder(root, in_chans, img_size)
-    perm = torch.randperm(len(full), generator=torch.Generator().manual_seed(1234))
-    n_test = max(1, int(len(full) * holdout))
-    idx = perm[:n_test] if split != "train" else perm[n_test:]
-    idx = idx.sort().values
+    idx = torch.from_numpy(holdout_split(len(full), split, holdout))
     return ImageSet(full.images[idx], full.labels[idx], full.classes, full.mean, full.std, f"{full.source}:{split}")
-
-
-class TrainBatches:
-    """Shuffled, augmented training batches, sharded over distributed ranks.
-
-    The permutation and augmentation parameters come from (seed, epoch) alone, for the global batch;
-    rank r takes its contiguous slice of every global batch.
-    """
-
-    def __init__(self, ds: ImageSet, global_batch: int, seed: int, augment: bool, rank: int = 0, world: int = 1):
-        if global_batch % world:
-            raise DataError(f"global batch {global_batch} is not divisible by {world} processes: change --batch-size")
-        self.ds, self.global_batch, self.seed, self.augment = ds, global_batch, seed, augment
-        self.rank, self.world = rank, world
-        self.local_batch = global_batch // world
-
-    def steps_per_epoch(self) -> int:
-        return len(self.ds) // self.global_batch  # drop the last partial batch: every step has the same size
-
-    def epoch(self, epoch: int) -> Iterator[tuple[Tensor, Tensor, int]]:
-        """Yields (images, labels, global_offset) where global_offset is this rank's first sample in the step."""
-        g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
-        n = len(self.ds)
-        perm = torch.randperm(n, generator=g)
-        pad = 2
-        shifts = torch.randint(0, 2 * pad + 1, (n, 2), generator=g)
-        flips = torch.rand(n, generator=g) < 0.5
-        for step in range(self.steps_per_epoch()):
-            lo = step * self.global_batch + self.rank * self.local_batch
-            sel = perm[lo : lo + self.local_batch]
-            x = self.ds.images[sel]
-            if self.augment:
-                x = _augment(x, shifts[lo : lo + self.local_batch], flips[lo : lo + self.local_batch], pad)
-            yield self.ds.normalize(x), self.ds.labels[sel], lo
-
-
-def _augment(x: Tensor, shifts: Tensor, flips: Tensor, pad: int) -> Tensor:
-    """Random crop with zero padding and horizontal flip, vectorised over the batch."""
-    B, C, H, W = x.shape
-    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
-    rows = shifts[:, 0].view(B, 1, 1, 1) + torch.arange(H).view(1, 1, H, 1)
-    out = torch.gather(padded, 2, rows.expand(B, C, H, W + 2 * pad))
-    cols = shifts[:, 1].view(B, 1, 1, 1) + torch.arange(W).view(1, 1, 1, W)
-    out = torch.gather(out, 3, cols.expand(B, C, H, W))
-    return torch.where(flips.view(B, 1, 1, 1), out.flip(-1), out)
 
 
 def verification_images(cfg: Any, count: int, data: str | None = None) -> tuple[Tensor, str]:

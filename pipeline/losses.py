@@ -7,6 +7,7 @@ loss = ce * CE(student, y)
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -65,10 +66,14 @@ def dynamicvit_loss(
     stage_ratios: list[float],
     weights: LossWeights,
     label_smoothing: float = 0.0,
+    ce: Callable[[Tensor, Tensor], Tensor] | None = None,
 ) -> LossTerms:
-    ce = F.cross_entropy(out.logits, labels, label_smoothing=label_smoothing)
+    """`labels` are class indices, or soft targets [B, K] after Mixup/CutMix; `ce` is the classification loss
+    to use for them (the official code wraps timm's SoftTargetCrossEntropy the same way), else cross-entropy
+    with `label_smoothing`."""
+    ce_term = ce(out.logits, labels) if ce is not None else F.cross_entropy(out.logits, labels, label_smoothing=label_smoothing)
     kl = distill_kl_loss(out.logits, teacher_logits)
     tok = token_distill_loss(out.tokens, teacher_tokens, out.keep_mask)
     ratio = keep_ratio_loss(out.decisions, stage_ratios)
-    total = weights.ce * ce + weights.distill_kl * kl + weights.distill_token * tok + weights.ratio * ratio
-    return LossTerms(total, ce, kl, tok, ratio)
+    total = weights.ce * ce_term + weights.distill_kl * kl + weights.distill_token * tok + weights.ratio * ratio
+    return LossTerms(total, ce_term, kl, tok, ratio)

@@ -6,17 +6,25 @@ the hard-pruning inference pass, so a pruned model's figure reflects the tokens 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from typing import Protocol
 
 import torch
+from torch import Tensor
 from torch.utils.flop_counter import FlopCounterMode
 
-from .data import ImageSet
 from .model import DynamicViT
+
+
+class LabelledBatches(Protocol):
+    """Normalised images with labels, in order: an in-memory ImageSet or streamed evaluation data."""
+
+    def batches(self, batch_size: int, limit: int | None = None) -> Iterator[tuple[Tensor, Tensor]]: ...
 
 
 @torch.no_grad()
 def accuracy(
-    model: DynamicViT, ds: ImageSet, batch_size: int = 256, device: torch.device | str = "cpu", limit: int | None = None
+    model: DynamicViT, ds: LabelledBatches, batch_size: int = 256, device: torch.device | str = "cpu", limit: int | None = None
 ) -> tuple[float, float]:
     """Top-1 and top-5 accuracy in percent, with the inference (hard-pruning) pass."""
     was_training = model.training

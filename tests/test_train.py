@@ -4,6 +4,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -12,11 +13,12 @@ import pytest
 import torch
 
 from pipeline.checkpoint import load_model, read_checkpoint, save_checkpoint
-from pipeline.config import ModelConfig, TrainConfig
+from pipeline.config import ModelConfig, TrainConfig, model_config
 from pipeline.data import load_fashion_mnist
 from pipeline.evaluate import count_flops, evaluate
 from pipeline.model import DynamicViT
 from pipeline.train import lr_factor, train
+from tests.train_data import write_image_tree
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ModelConfig("tiny", img_size=28, patch_size=4, in_chans=1, num_classes=10, embed_dim=32, depth=4,
@@ -62,31 +64,52 @@ def test_student_learns_its_keep_ratio(tmp_path: Path, teacher_ckpt: Path) -> No
     assert model.cfg == TINY
 
 
-def _torchrun(args: list[str], nproc: int) -> subprocess.CompletedProcess[str]:
+def _torchrun(args: list[str], nproc: int, rendezvous: bool = False) -> subprocess.CompletedProcess[str]:
+    """torchrun --standalone, or (rendezvous) dvit's own launcher with a c10d rendezvous on a TCP endpoint, the
+    way nodes of a multi-node run meet."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", "pipeline.cli", "train", *args]
+    if rendezvous:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        cmd = [sys.executable, "-m", "pipeline.cli", "train", *args, "--nproc-per-node", str(nproc),
+               "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "test"]
+    else:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+               "-m", "pipeline.cli", "train", *args]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=600, check=False)
 
 
-@pytest.mark.parametrize("mode", ["teacher", "student"])
-def test_two_process_ddp_matches_one_process(tmp_path: Path, teacher_ckpt: Path, mode: str) -> None:
+@pytest.mark.parametrize("mode", ["teacher", "student", "student-streamed"])
+def test_two_process_ddp_matches_one_process(tmp_path: Path, mode: str) -> None:
+    """In memory (the embedded default) and streamed from an ImageFolder with DeiT's per-sample augmentation, the
+    latter with two processes of two accumulation steps each against one process taking the whole batch."""
     common = ["--model", "fmnist_tiny", "--epochs", "1", "--batch-size", "32", "--max-steps-per-epoch", "2",
-              "--train-subset", "256", "--eval-subset", "64", "--no-progress", "--seed", "3", "--threads", "1"]
-    if mode == "student":
+              "--eval-subset", "64", "--no-progress", "--seed", "3", "--threads", "1"]
+    extra_2proc: list[str] = []
+    if mode == "student-streamed":
+        write_image_tree(tmp_path / "photos", per_class=40, size=36)
+        # Mixup pairs images within each process's micro-batch (as DeiT does), so it is off for this comparison.
+        common += ["--data", str(tmp_path / "photos"), "--loader", "stream", "--workers", "1", "--recipe", "deit",
+                   "--mixup", "0", "--cutmix", "0"]
+        extra_2proc = ["--accum-steps", "2"]
+    else:
+        common += ["--train-subset", "256"]
+    if mode.startswith("student"):
         t = tmp_path / "t.pt"
         torch.manual_seed(0)
-        from pipeline.config import model_config
-
-        save_checkpoint(t, DynamicViT(model_config("fmnist_tiny", dense=True)))
+        classes = 2 if mode == "student-streamed" else 10
+        save_checkpoint(t, DynamicViT(model_config("fmnist_tiny", dense=True, num_classes=classes)))
         common += ["--mode", "student", "--teacher", str(t)]
     else:
         common += ["--mode", "teacher"]
     runs = {}
     for n in (1, 2):
         out = tmp_path / f"w{n}"
-        r = _torchrun([*common, "--out", str(out)], n)
+        r = _torchrun([*common, "--out", str(out), *(extra_2proc if n == 2 else [])], n, rendezvous=bool(extra_2proc))
         assert r.returncode == 0, r.stderr[-2000:]
+        if n == 2 and extra_2proc:
+            assert "--rdzv-backend=c10d --rdzv-endpoint=127.0.0.1:" in r.stderr  # dvit's launcher, not --standalone
         runs[n] = (json.loads((out / "metrics.json").read_text())[0], _weights(out / "model.pt"))
     (m1, w1), (m2, w2) = runs[1], runs[2]
     # Same global batch, same augmentation, same Gumbel draws: the per-sample-mean terms agree.

@@ -1,0 +1,147 @@
+"""`dvit train` flags: a recipe supplies every default, any flag overrides it."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+from ..config import AMP_MODES, AUGMENT_POLICIES, LOADERS, PRESETS, model_config
+from ..errors import ConfigError
+from .recipe import RECIPES, train_config
+
+EPILOG = """\
+recipes (every value can be overridden by its flag):
+""" + "\n".join(f"  {r.name:6s} {r.summary}" for r in RECIPES.values()) + """
+
+data paths: 'auto' keeps small data with the shift-flip augmentation in memory and streams the rest (or
+anything with --augment timm) through --workers decoding processes; the log says which and why. An
+unreadable image met while streaming is skipped with a warning naming it and counted in metrics.json
+(skipped_images); more than 1% of an epoch stops the run.
+
+many GPUs and nodes: run the same command on every node; it starts torchrun with the c10d rendezvous, e.g.
+  dvit train --recipe deit --model deit_small_patch16_224 --data /data/imagenet --teacher T.pt --out runs/s \\
+      --nnodes 2 --nproc-per-node 4 --rdzv-endpoint node0:29500
+(or start `torchrun ... -m pipeline.cli train ...` yourself). --batch-size is the global batch, split over
+processes and --accum-steps micro-batches."""
+
+
+def _block_indices(s: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in s.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated block indices like 3,6,9, got '{s}'") from None
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.epilog = EPILOG
+    p.add_argument("--mode", choices=["teacher", "student"], default="student",
+                   help="teacher: dense ViT with cross-entropy; student: DynamicViT distilled from --teacher (default)")
+    p.add_argument("--model", default="fmnist_tiny", choices=sorted(PRESETS), help="architecture preset (default fmnist_tiny)")
+    p.add_argument("--out", required=True, help="output directory: last.pt (resumable), model.pt, metrics.json/.csv")
+    p.add_argument("--data", default=None, help="'fashion-mnist' (default), a directory of idx.gz files, an ImageFolder, or train/+val/ folders")
+    p.add_argument("--teacher", help="dense teacher checkpoint (ours) for distillation; its weights also initialise the student")
+    p.add_argument("--init-from", help="initial weights: an official DynamicViT, timm/DeiT or dvit-edge checkpoint file, or "
+                   "timm:<model> to download timm's pretrained weights (only then is the network used)")
+    p.add_argument("--keep-ratio", type=float, default=None, help="rho: stages keep rho, rho^2, rho^3 of the tokens (default 0.7)")
+    p.add_argument("--pruning-loc", type=_block_indices, default=None, help="blocks before which to prune, e.g. 3,6,9 (default: quarters of the depth)")
+    p.add_argument("--recipe", choices=sorted(RECIPES), default="small", help="where every default below comes from (default small)")
+
+    o = p.add_argument_group("schedule and optimiser (recipe defaults)")
+    o.add_argument("--epochs", type=int)
+    o.add_argument("--batch-size", type=int, help="global batch, split over torchrun processes and accumulation steps")
+    o.add_argument("--lr", type=float, help="peak learning rate of the prediction modules (deit: 1e-3 x batch/1024)")
+    o.add_argument("--min-lr", type=float)
+    o.add_argument("--warmup-epochs", type=float)
+    o.add_argument("--weight-decay", type=float)
+    o.add_argument("--backbone-lr-scale", type=float, help="student backbone learning rate relative to --lr (paper: 0.01)")
+    o.add_argument("--clip-grad", type=float, help="gradient norm clip; 0 disables")
+    o.add_argument("--label-smoothing", type=float)
+    o.add_argument("--ema-decay", type=float, help="keep an exponential moving average of the weights (deit: 0.9999; 0 off)")
+    o.add_argument("--accum-steps", type=int, help="micro-batches per optimiser step, when the global batch does not fit")
+    o.add_argument("--amp", choices=AMP_MODES, help="mixed precision on CUDA (auto: bf16, fp16 where bf16 is missing; off on CPU)")
+    o.add_argument("--seed", type=int)
+
+    a = p.add_argument_group("data and augmentation (recipe defaults)")
+    a.add_argument("--loader", choices=LOADERS, help="in memory, streamed, or chosen by size (auto)")
+    a.add_argument("--workers", type=int, help="decoding processes per training process when streaming (default: from the cores)")
+    a.add_argument("--augment", dest="policy", choices=AUGMENT_POLICIES, help="shift-flip (small), timm (deit) or none")
+    a.add_argument("--no-augment", action="store_true", help="same as --augment none")
+    a.add_argument("--auto-augment", help="timm policy string (deit: rand-m9-mstd0.5-inc1)")
+    a.add_argument("--color-jitter", type=float)
+    a.add_argument("--interpolation", choices=["bicubic", "bilinear", "random"])
+    a.add_argument("--reprob", dest="re_prob", type=float, help="random erasing probability (deit: 0.25)")
+    a.add_argument("--mixup", type=float, help="Mixup alpha (deit: 0.8; 0 off)")
+    a.add_argument("--cutmix", type=float, help="CutMix alpha (deit: 1.0; 0 off)")
+    a.add_argument("--mixup-prob", type=float)
+    a.add_argument("--mixup-switch-prob", type=float)
+    a.add_argument("--crop-pct", type=float, help="evaluation centre crop (deit: 0.875)")
+    a.add_argument("--normalization", choices=["dataset", "imagenet"], help="the data's mean/std or ImageNet's (deit)")
+
+    w = p.add_argument_group("loss weights (recipe defaults; paper: 1, 0.5, 0.5, 2.0)")
+    w.add_argument("--w-ce", type=float)
+    w.add_argument("--w-distill", type=float, help="KL(teacher||student) weight")
+    w.add_argument("--w-token", type=float, help="token MSE weight")
+    w.add_argument("--w-ratio", type=float, help="keep-ratio loss weight")
+
+    r = p.add_argument_group("run control")
+    r.add_argument("--max-steps-per-epoch", type=int, default=None, help="cap steps per epoch (smoke runs)")
+    r.add_argument("--train-subset", type=int, default=None, help="train on a deterministic subset of this many images")
+    r.add_argument("--eval-subset", type=int, default=None, help="evaluate each epoch on this many test images")
+    r.add_argument("--resume", action="store_true", help="continue from OUT/last.pt (model, optimiser, schedule, RNG)")
+    r.add_argument("--stop-after-epochs", type=int, default=None,
+                   help="train this many epochs of the schedule now and stop (continue later with --resume)")
+    r.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch (default: all cores)")
+    r.add_argument("--no-progress", action="store_true")
+
+    d = p.add_argument_group("many processes (torchrun's flags; run the same command on every node)")
+    d.add_argument("--nproc-per-node", type=int, help="start this many training processes here under torchrun (one per GPU)")
+    d.add_argument("--nnodes", default="1", help="number of nodes (default 1)")
+    d.add_argument("--rdzv-endpoint", help="HOST:PORT every node can reach, for the c10d rendezvous (one node: omit)")
+    d.add_argument("--rdzv-id", default="dvit-train", help="job id shared by the nodes of one run")
+
+
+OVERRIDES = ("epochs", "batch_size", "lr", "min_lr", "warmup_epochs", "weight_decay", "backbone_lr_scale", "clip_grad",
+             "label_smoothing", "ema_decay", "accum_steps", "amp", "seed", "loader", "workers", "policy", "auto_augment",
+             "color_jitter", "interpolation", "re_prob", "mixup", "cutmix", "mixup_prob", "mixup_switch_prob",
+             "crop_pct", "normalization", "w_ce", "w_distill", "w_token", "w_ratio", "max_steps_per_epoch",
+             "train_subset", "eval_subset")
+
+
+def overrides_of(args: argparse.Namespace) -> dict[str, Any]:
+    given = {k: getattr(args, k) for k in OVERRIDES}
+    if args.no_augment:
+        if given["policy"] not in (None, "none"):
+            raise ConfigError(f"--no-augment contradicts --augment {given['policy']}: pass one of them")
+        given["policy"] = "none"
+    return given
+
+
+def main(args: argparse.Namespace) -> int:
+    import torch
+
+    from .loop import train
+
+    if args.nproc_per_node and "LOCAL_RANK" not in os.environ:
+        from .launch import launch
+
+        if args.nproc_per_node < 1:
+            raise ConfigError(f"--nproc-per-node must be at least 1, got {args.nproc_per_node}")
+        if args.nnodes != "1" and not args.rdzv_endpoint:
+            raise ConfigError("--nnodes above 1 needs --rdzv-endpoint HOST:PORT that every node can reach")
+        return launch(args._argv, args.nproc_per_node, args.nnodes, args.rdzv_endpoint, args.rdzv_id)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dense = args.mode == "teacher"
+    if dense and (args.keep_ratio is not None or args.pruning_loc is not None):
+        raise ConfigError("--keep-ratio/--pruning-loc apply to a student; drop them for --mode teacher")
+    mcfg = model_config(args.model, keep_ratio=args.keep_ratio, pruning_loc=args.pruning_loc, dense=dense)
+    tcfg, lr_note = train_config(args.recipe, overrides_of(args))
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"recipe {args.recipe}: {lr_note}", file=sys.stderr, flush=True)
+    result = train(mcfg, tcfg, args.out, teacher_path=args.teacher, init_from=args.init_from, data=args.data,
+                   resume=args.resume, progress=not args.no_progress, stop_after_epochs=args.stop_after_epochs)
+    if "checkpoint" in result:
+        print(f"wrote {result['checkpoint']}")
+    return 0

@@ -1,0 +1,305 @@
+"""The training loop: a dense teacher with cross-entropy, or a DynamicViT student distilled from it.
+
+Distributed runs go through torchrun (DistributedDataParallel; NCCL on GPUs, Gloo on CPU). Data order,
+augmentation, Mixup and Gumbel noise derive from (seed, epoch, step) for the *global* batch and each rank takes
+its slice, so a 2-process run draws exactly what a 1-process run with the same global batch draws (Mixup pairs
+images within each process's micro-batch, as DeiT does). A global batch that does not fit is cut into
+--accum-steps micro-batches per process; their gradients add up before one optimiser step.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import os
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any, cast
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..checkpoint import init_from_pretrained, load_model, read_checkpoint, save_checkpoint
+from ..config import ModelConfig, TrainConfig
+from ..errors import CheckpointError, ConfigError, DataError
+from ..io import atomic_write_json, atomic_write_text, ensure_writable_dir
+from ..losses import dynamicvit_loss
+from ..measure import accuracy
+from ..model import DynamicViT, TrainOutput
+from . import augment
+from .distributed import Dist
+from .optim import gumbel_noise_for, lr_factor, param_groups
+from .progress import EpochClock, duration, progress_bar, starvation_warning
+from .rng import rng_state, seeded, set_rng_state, step_seed
+from .sources import open_training_data
+
+MAX_BAD_FRACTION = 0.01  # more unreadable images than this in an epoch stops the run
+
+
+def _amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
+    if cfg.amp == "off" or (cfg.amp == "auto" and device.type != "cuda"):
+        return None
+    if device.type != "cuda":
+        raise ConfigError(f"--amp {cfg.amp} needs a CUDA device and this run is on {device.type}: drop --amp")
+    if cfg.amp == "fp16" or (cfg.amp == "auto" and not torch.cuda.is_bf16_supported()):
+        return torch.float16
+    return torch.bfloat16
+
+
+def _check_batch(cfg: TrainConfig, world: int, mixes: bool) -> int:
+    """The micro-batch each process runs per forward pass."""
+    if cfg.batch_size % (world * cfg.accum_steps):
+        raise ConfigError(
+            f"global batch {cfg.batch_size} is not divisible by {world} process(es) x {cfg.accum_steps} accumulation "
+            "step(s): change --batch-size or --accum-steps"
+        )
+    micro = cfg.batch_size // (world * cfg.accum_steps)
+    if mixes and micro % 2:
+        raise ConfigError(f"Mixup/CutMix pairs images within a micro-batch, and {micro} is odd: make --batch-size "
+                          "an even multiple of processes x --accum-steps")
+    return micro
+
+
+def train(
+    model_cfg: ModelConfig,
+    cfg: TrainConfig,
+    out_dir: str | os.PathLike[str],
+    *,
+    teacher_path: str | None = None,
+    init_from: str | None = None,
+    data: str | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    stop_after_epochs: int | None = None,
+) -> dict[str, Any]:
+    """Train and return the final metrics; writes last.pt (every epoch), model.pt and metrics logs to out_dir."""
+    cfg.validate()
+    student = not model_cfg.is_dense
+    if student and teacher_path is None:
+        raise ConfigError("a DynamicViT student needs a dense teacher: pass --teacher CKPT (see 'make teacher')")
+    dd = Dist()
+    out = Path(out_dir)
+    if dd.is_main:
+        ensure_writable_dir(out)
+    device = torch.device(f"cuda:{dd.local_rank}" if torch.cuda.is_available() else "cpu")
+    amp_dtype = _amp_dtype(cfg, device)
+    micro = _check_batch(cfg, dd.world, cfg.aug.mixes)
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+
+    td = open_training_data(data, model_cfg, cfg, dd.rank, dd.world, dd.local_world, device.type == "cuda")
+    batches, test_set = td.train, td.test
+    if dd.is_main:
+        for line in td.notes:
+            print(line, file=sys.stderr, flush=True)
+    if len(td.classes) != model_cfg.num_classes:
+        model_cfg = model_cfg.replace(num_classes=len(td.classes))
+
+    teacher: DynamicViT | None = None
+    if student:
+        assert teacher_path is not None
+        teacher = load_model(teacher_path, expect=model_cfg.as_dense()).to(device).eval()
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+
+    model = DynamicViT(model_cfg)
+    if init_from:
+        init_from_pretrained(model, init_from)
+    elif teacher is not None:
+        model.load_state_dict(teacher.state_dict(), strict=False)  # backbone from the teacher; predictors fresh
+    model.to(device)
+
+    steps_per_epoch = batches.steps_per_epoch()
+    if cfg.max_steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
+    if steps_per_epoch < 1:
+        raise ConfigError(f"batch size {cfg.batch_size} exceeds the {len(batches)} training images: lower --batch-size")
+    total_steps = steps_per_epoch * cfg.epochs
+    warmup = int(cfg.warmup_epochs * steps_per_epoch)
+
+    optimizer = torch.optim.AdamW(param_groups(model, cfg, student), lr=cfg.lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, total_steps, warmup, cfg.lr, cfg.min_lr)
+    )
+    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+    ema = None
+    if cfg.ema_decay:
+        from timm.utils import ModelEmaV3
+
+        ema = ModelEmaV3(model, decay=cfg.ema_decay)
+    start_epoch, history = 0, []
+    last = out / "last.pt"
+    if resume:
+        if not last.is_file():
+            raise CheckpointError(f"--resume given but {last} does not exist: drop --resume to start fresh")
+        state = read_checkpoint(last)
+        if state.get("config") != model_cfg.to_dict():
+            raise CheckpointError(f"{last} was written for another model configuration: use another --out or drop --resume")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        if ema is not None:
+            if "model_ema" not in state:
+                raise CheckpointError(f"{last} was written without --ema-decay: resume with the same settings")
+            ema.module.load_state_dict(state["model_ema"])
+        set_rng_state(state["rng"])
+        start_epoch, history = int(state["epoch"]) + 1, list(state.get("history", []))
+
+    ddp_model: nn.Module = model
+    if dd.enabled:
+        ddp_model = nn.parallel.DistributedDataParallel(model, device_ids=[dd.local_rank] if device.type == "cuda" else None)
+    mix = augment.mixer(cfg.aug, model_cfg.num_classes, cfg.label_smoothing)
+    ce_fn = augment.classification_loss(cfg.aug, cfg.label_smoothing)
+
+    def classification(logits: Tensor, target: Tensor) -> Tensor:
+        return ce_fn(logits, target) if ce_fn is not None else F.cross_entropy(logits, target, label_smoothing=cfg.label_smoothing)
+
+    end_epoch = cfg.epochs if stop_after_epochs is None else min(cfg.epochs, start_epoch + stop_after_epochs)
+    skipped_total = sum(int(h.get("skipped_images", 0)) for h in history)
+    first_step: dict[str, float] = {}
+    for epoch in range(start_epoch, end_epoch):
+        model.train()
+        t0 = time.time()
+        sums: dict[str, float] = {}
+        clock = EpochClock(cfg.batch_size)
+        skipped_before = len(batches.skipped)
+        bar = progress_bar(steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", progress and dd.is_main)
+        stream = batches.epoch(epoch)
+        for step in range(steps_per_epoch):
+            clock.start()
+            x, y, offset = next(stream)
+            clock.data_ready()
+            optimizer.zero_grad(set_to_none=True)
+            noise: list[Tensor] = []
+            if teacher is not None:  # this rank's slice of the global batch's draws, cut into micro-batches below
+                noise = gumbel_noise_for(
+                    cfg.seed * 1_000_003 + epoch * 100_003 + step, cfg.batch_size, model_cfg.num_patches,
+                    len(model_cfg.pruning_loc), offset - step * cfg.batch_size, batches.local_batch,
+                )
+            step_terms: dict[str, float] = {}
+            for m in range(cfg.accum_steps):
+                xs = x[m * micro : (m + 1) * micro].to(device, non_blocking=True)
+                target = y[m * micro : (m + 1) * micro].to(device, non_blocking=True)
+                if mix is not None:
+                    with seeded(step_seed(cfg.seed, epoch, step, m)):
+                        xs, target = mix(xs, target)
+                sync = dd.enabled and m < cfg.accum_steps - 1
+                with (cast(Any, ddp_model).no_sync() if sync else contextlib.nullcontext()), \
+                        torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                    if teacher is None:
+                        o: TrainOutput = ddp_model(xs)
+                        loss = classification(o.logits, target)
+                        terms = {"total": loss.detach(), "ce": loss.detach()}
+                    else:
+                        with torch.no_grad():
+                            t_logits, t_tokens = teacher.forward_teacher(xs)
+                        o = ddp_model(xs, [n[m * micro : (m + 1) * micro].to(device) for n in noise])
+                        lt = dynamicvit_loss(o, target, t_logits, t_tokens, model_cfg.stage_ratios, cfg.loss, ce=classification)
+                        loss = lt.total
+                        terms = {k: v.detach() for k, v in vars(lt).items()}
+                        terms["kept"] = o.decisions[-1].mean().detach()  # last stage's kept fraction
+                    scaled = loss / cfg.accum_steps
+                    (scaler.scale(scaled) if scaler is not None else scaled).backward()
+                for k, t in terms.items():
+                    step_terms[k] = step_terms.get(k, 0.0) + float(t) / cfg.accum_steps
+            if scaler is not None:
+                scaler.unscale_(optimizer)
+            if cfg.clip_grad > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+            if scaler is not None:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            scheduler.step()
+            if ema is not None:
+                ema.update(model)
+            clock.step_done()
+            for k, f in step_terms.items():
+                sums[k] = sums.get(k, 0.0) + f
+            if epoch == start_epoch == 0 and step == 0:
+                first_step = {k: dd.mean(v) for k, v in step_terms.items()}
+            if bar is not None:
+                bar.update(1)
+                left = steps_per_epoch - step - 1 + (end_epoch - epoch - 1) * steps_per_epoch
+                bar.set_postfix(loss=f"{step_terms['total']:.4f}", **clock.postfix(left))
+        if bar is not None:
+            bar.close()
+        stream.close()  # ends the epoch's loader: its decoding workers exit before evaluation starts its own
+        skipped = int(dd.sum(len(batches.skipped) - skipped_before))
+        skipped_total += skipped
+        if skipped > max(10, MAX_BAD_FRACTION * steps_per_epoch * cfg.batch_size):
+            first_bad = batches.skipped[skipped_before][0] if len(batches.skipped) > skipped_before else "on another rank"
+            raise DataError(f"{skipped} unreadable images in epoch {epoch + 1} (first: {first_bad}), over 1% of the "
+                            "epoch: the dataset looks damaged; fix or remove the files")
+        means = {f"train_{k}": dd.mean(v / steps_per_epoch) for k, v in sums.items()}
+        record: dict[str, Any] = {"epoch": epoch + 1, **means, "lr": optimizer.param_groups[0]["lr"],
+                                  "seconds": time.time() - t0, **clock.record(), "skipped_images": skipped}
+        if epoch == 0 and start_epoch == 0:
+            record["first_step"] = first_step
+        if dd.is_main:
+            top1, top5 = accuracy(model, test_set, device=device)
+            record.update(test_top1=top1, test_top5=top5)
+            if ema is not None:
+                record["test_top1_ema"], record["test_top5_ema"] = accuracy(ema.module, test_set, device=device)
+            history.append(record)
+            _write_logs(out, history)
+            extra: dict[str, Any] = {"model_ema": ema.module.state_dict()} if ema is not None else {}
+            save_checkpoint(
+                last, model, optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), epoch=epoch,
+                rng=rng_state(), history=history, train_config=cfg.to_dict(), data=td.describe(),
+                scaler=scaler.state_dict() if scaler is not None else None, **extra,
+            )
+            eta = clock.eta((end_epoch - epoch - 1) * steps_per_epoch)
+            print(_epoch_line(record, eta if epoch + 1 < end_epoch else None), file=sys.stderr, flush=True)
+            warning = starvation_warning(clock, getattr(batches, "workers", None), batches.kind)
+            if warning:
+                print(warning, file=sys.stderr, flush=True)
+        dd.barrier()
+    batches.close()
+
+    result: dict[str, Any] = {"history": history}
+    if dd.is_main and end_epoch == cfg.epochs:
+        final = history[-1] if history else {}
+        extra = {"model_ema": ema.module.state_dict()} if ema is not None else {}
+        save_checkpoint(out / "model.pt", model, history=history, train_config=cfg.to_dict(), metrics=final,
+                        data=td.describe(), **extra)
+        result.update(final=final, checkpoint=str(out / "model.pt"))
+        atomic_write_json(out / "summary.json", {"model_config": model_cfg.to_dict(), "train_config": cfg.to_dict(),
+                                                 "final": final, "teacher": teacher_path, "world_size": dd.world,
+                                                 "data": td.describe(), "skipped_images": skipped_total})
+    dd.close()
+    return result
+
+
+def _epoch_line(r: dict[str, Any], eta: float | None) -> str:
+    parts = [f"epoch {r['epoch']}", f"loss {r.get('train_total', float('nan')):.4f}"]
+    if "test_top1" in r:
+        parts.append(f"test top-1 {r['test_top1']:.2f}%")
+    if "test_top1_ema" in r:
+        parts.append(f"EMA {r['test_top1_ema']:.2f}%")
+    if "train_kept" in r:
+        parts.append(f"last-stage keep {r['train_kept']:.3f}")
+    parts.append(f"{r['images_per_second']:,.0f} img/s, data wait {100 * r['data_wait_fraction']:.0f}%")
+    if r.get("skipped_images"):
+        parts.append(f"{r['skipped_images']} unreadable images skipped")
+    parts.append(f"{r['seconds']:.0f}s")
+    if eta is not None:
+        parts.append(f"ETA {duration(eta)}")
+    return " | ".join(parts)
+
+
+def _write_logs(out: Path, history: list[dict[str, Any]]) -> None:
+    atomic_write_json(out / "metrics.json", history)
+    keys = sorted({k for r in history for k, v in r.items() if not isinstance(v, dict)}, key=lambda k: (k != "epoch", k))
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=keys)
+    w.writeheader()
+    for r in history:
+        w.writerow({k: r.get(k, "") for k in keys})
+    atomic_write_text(out / "metrics.csv", buf.getvalue())

@@ -1,0 +1,86 @@
+"""Training recipes: named sets of TrainConfig defaults that `--recipe` selects and any flag overrides.
+
+'deit' is DynamicViT-DeiT-S as the official code trains it (github.com/raoyongming/DynamicViT, README command
+for deit-s and main.py defaults): 30 epochs, AdamW, lr 1e-3 at a global batch of 1024 (128 per GPU x 8),
+5 warm-up epochs, cosine to 1e-6, weight decay 0.05, backbone at 0.01 of the prediction modules' rate,
+loss weights CE 1, KL 0.5, token MSE 0.5, keep ratio 2.0, no gradient clipping, EMA 0.9999; DeiT's data
+recipe through timm: RandomResizedCrop with bicubic resize, flip, RandAugment rand-m9-mstd0.5-inc1, random
+erasing 0.25 (pixel), Mixup 0.8 / CutMix 1.0 with label smoothing 0.1, evaluation at the 0.875 crop,
+ImageNet mean/std. The learning rate scales linearly with the global batch (lr x batch / 1024) unless --lr
+is given.
+
+'small' is what trains the embedded default well on 2 CPU cores: pad-and-shift crop and flip in memory.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from ..config import AugmentConfig, LossWeights, TrainConfig
+from ..errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    summary: str
+    config: TrainConfig
+    lr_ref_batch: int | None = None  # lr is given for this global batch and scales linearly; None: no scaling
+
+
+DEIT = Recipe(
+    "deit",
+    "DynamicViT-DeiT-S on ImageNet: 30 epochs, AdamW, lr 1e-3 x batch/1024, timm RandAugment, Mixup/CutMix, EMA",
+    TrainConfig(
+        recipe="deit", epochs=30, batch_size=1024, lr=1e-3, min_lr=1e-6, warmup_epochs=5, weight_decay=0.05,
+        backbone_lr_scale=0.01, clip_grad=0.0, label_smoothing=0.1, ema_decay=0.9999,
+        aug=AugmentConfig(
+            policy="timm", auto_augment="rand-m9-mstd0.5-inc1", color_jitter=0.4, interpolation="bicubic",
+            re_prob=0.25, re_mode="pixel", re_count=1, mixup=0.8, cutmix=1.0, mixup_prob=1.0,
+            mixup_switch_prob=0.5, mixup_mode="batch", crop_pct=0.875, normalization="imagenet",
+        ),
+        loss=LossWeights(ce=1.0, distill_kl=0.5, distill_token=0.5, ratio=2.0),
+    ),
+    lr_ref_batch=1024,
+)
+
+SMALL = Recipe(
+    "small",
+    "small data on few cores: pad-and-shift crop and flip in memory, no Mixup, no EMA",
+    TrainConfig(recipe="small"),
+)
+
+RECIPES: dict[str, Recipe] = {r.name: r for r in (SMALL, DEIT)}
+
+AUG_FIELDS = {f.name for f in dataclasses.fields(AugmentConfig)}
+TIMM_ONLY = ("auto_augment", "re_prob", "mixup", "cutmix")
+LOSS_FIELDS = {"w_ce": "ce", "w_distill": "distill_kl", "w_token": "distill_token", "w_ratio": "ratio"}
+
+
+def train_config(recipe: str, overrides: dict[str, Any]) -> tuple[TrainConfig, str]:
+    """The recipe's TrainConfig with every non-None override applied, and a line saying how lr was chosen.
+
+    Override keys are TrainConfig fields, AugmentConfig fields, or w_ce/w_distill/w_token/w_ratio.
+    """
+    if recipe not in RECIPES:
+        raise ConfigError(f"unknown recipe '{recipe}': choose one of {', '.join(RECIPES)}")
+    r = RECIPES[recipe]
+    given = {k: v for k, v in overrides.items() if v is not None}
+    unknown = set(given) - {f.name for f in dataclasses.fields(TrainConfig)} - AUG_FIELDS - set(LOSS_FIELDS)
+    if unknown:
+        raise ConfigError(f"unknown training settings {sorted(unknown)}")
+    aug = dataclasses.replace(r.config.aug, **{k: v for k, v in given.items() if k in AUG_FIELDS})
+    if aug.policy != "timm":  # leaving timm's policy drops its parts, unless asked for by name (validate then says no)
+        plain = AugmentConfig()
+        aug = dataclasses.replace(aug, **{k: getattr(plain, k) for k in TIMM_ONLY if k not in given})
+    loss = dataclasses.replace(r.config.loss, **{LOSS_FIELDS[k]: v for k, v in given.items() if k in LOSS_FIELDS})
+    top = {k: v for k, v in given.items() if k not in AUG_FIELDS and k not in LOSS_FIELDS}
+    cfg = dataclasses.replace(r.config, **top, aug=aug, loss=loss)
+    if "lr" in given or r.lr_ref_batch is None:
+        why = f"lr {cfg.lr:g}" + (" (--lr)" if "lr" in given else f" (recipe {r.name})")
+    else:
+        cfg = dataclasses.replace(cfg, lr=r.config.lr * cfg.batch_size / r.lr_ref_batch)
+        why = f"lr {cfg.lr:.3g} = {r.config.lr:g} x global batch {cfg.batch_size} / {r.lr_ref_batch} (recipe {r.name})"
+    cfg.validate()
+    return cfg, why
