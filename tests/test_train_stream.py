@@ -147,7 +147,8 @@ def test_folder_problems_are_named(tmp_path: Path) -> None:
         scan_image_folder(tmp_path / "empty")
 
 
-@pytest.mark.parametrize("case", ["val-only class", "empty class folder", "empty dataset", "odd mixup batch"])
+@pytest.mark.parametrize("case", ["val-only class", "empty class folder", "empty dataset", "odd mixup batch",
+                                  "amp on cpu", "nodes without endpoint"])
 def test_cli_bad_data_is_one_line(tmp_path: Path, case: str) -> None:
     ds = tmp_path / "ds"
     args = ["--mode", "teacher", "--out", str(tmp_path / "o"), "--data", str(ds), "--no-progress", "--epochs", "1"]
@@ -162,10 +163,17 @@ def test_cli_bad_data_is_one_line(tmp_path: Path, case: str) -> None:
     elif case == "empty dataset":
         ds.mkdir()
         expect = "has no class sub-folders"
-    else:
+    elif case == "odd mixup batch":
         write_image_tree(ds, per_class=20)
         args += ["--recipe", "deit", "--batch-size", "6", "--accum-steps", "2"]
         expect = "Mixup/CutMix pairs images within a micro-batch, and 3 is odd"
+    elif case == "amp on cpu":
+        write_image_tree(ds, per_class=20)
+        args += ["--amp", "bf16"]
+        expect = "--amp bf16 needs a CUDA device and this run is on cpu: drop --amp"
+    else:
+        args += ["--nproc-per-node", "2", "--nnodes", "2"]
+        expect = "--nnodes above 1 needs --rdzv-endpoint HOST:PORT"
     r = subprocess.run([sys.executable, "-m", "pipeline.cli", "train", *args], capture_output=True, text=True,
                        cwd=ROOT, check=False)
     assert r.returncode == 2, r.stderr[-1500:]
