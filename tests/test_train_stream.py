@@ -12,7 +12,7 @@ import torch
 
 from pipeline.checkpoint import save_checkpoint
 from pipeline.config import ModelConfig, TrainConfig
-from pipeline.errors import DataError
+from pipeline.errors import ConfigError, DataError
 from pipeline.image_index import folder_split, scan_image_folder
 from pipeline.model import DynamicViT
 from pipeline.train import augment, train
@@ -66,6 +66,23 @@ def test_auto_keeps_the_embedded_default_in_memory_and_streams_what_is_large() -
     assert kind == "stream" and "timm" in why
     forced, _ = train_config("small", {"loader": "stream"})
     assert choose_loader(forced, 10, 10)[0] == "stream"
+    contradiction, _ = train_config("deit", {"loader": "memory"})
+    with pytest.raises(ConfigError, match="run on the streamed path: drop --loader memory"):
+        choose_loader(contradiction, 10, 10)
+
+
+def test_deit_recipe_streams_the_embedded_default(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """Fashion-MNIST's in-memory arrays served as images to timm's transforms, Mixup on, EMA on."""
+    from pipeline.config import model_config
+
+    cfg, _ = train_config("deit", {"epochs": 1, "batch_size": 16, "max_steps_per_epoch": 2, "train_subset": 64,
+                                   "eval_subset": 32, "workers": 0})
+    res = train(model_config("fmnist_tiny", dense=True), cfg, tmp_path / "o", progress=False)
+    rec = res["history"][0]
+    assert "timm's per-sample transforms need the source images" in capfd.readouterr().err
+    assert rec["train_total"] > 0 and 0 <= rec["test_top1_ema"] <= 100
+    saved = torch.load(tmp_path / "o" / "model.pt")
+    assert saved["data"]["loader"] == "stream" and saved["train_config"]["aug"]["mixup"] == 0.8
 
 
 def _teacher(tmp: Path, cfg: ModelConfig = TINY) -> Path:

@@ -159,6 +159,20 @@ def train(
     def classification(logits: Tensor, target: Tensor) -> Tensor:
         return ce_fn(logits, target) if ce_fn is not None else F.cross_entropy(logits, target, label_smoothing=cfg.label_smoothing)
 
+    def forward(xs: Tensor, target: Tensor, noise: list[Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        """One micro-batch's loss and its terms (detached) for the log."""
+        if teacher is None:
+            o: TrainOutput = ddp_model(xs)
+            loss = classification(o.logits, target)
+            return loss, {"total": loss.detach(), "ce": loss.detach()}
+        with torch.no_grad():
+            t_logits, t_tokens = teacher.forward_teacher(xs)
+        o = ddp_model(xs, [n.to(device) for n in noise])
+        lt = dynamicvit_loss(o, target, t_logits, t_tokens, model_cfg.stage_ratios, cfg.loss, ce=classification)
+        terms = {k: v.detach() for k, v in vars(lt).items()}
+        terms["kept"] = o.decisions[-1].mean().detach()  # last stage's kept fraction
+        return lt.total, terms
+
     end_epoch = cfg.epochs if stop_after_epochs is None else min(cfg.epochs, start_epoch + stop_after_epochs)
     skipped_total = sum(int(h.get("skipped_images", 0)) for h in history)
     first_step: dict[str, float] = {}
@@ -188,22 +202,11 @@ def train(
                 if mix is not None:
                     with seeded(step_seed(cfg.seed, epoch, step, m)):
                         xs, target = mix(xs, target)
-                sync = dd.enabled and m < cfg.accum_steps - 1
-                with (cast(Any, ddp_model).no_sync() if sync else contextlib.nullcontext()), \
-                        torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                    if teacher is None:
-                        o: TrainOutput = ddp_model(xs)
-                        loss = classification(o.logits, target)
-                        terms = {"total": loss.detach(), "ce": loss.detach()}
-                    else:
-                        with torch.no_grad():
-                            t_logits, t_tokens = teacher.forward_teacher(xs)
-                        o = ddp_model(xs, [n[m * micro : (m + 1) * micro].to(device) for n in noise])
-                        lt = dynamicvit_loss(o, target, t_logits, t_tokens, model_cfg.stage_ratios, cfg.loss, ce=classification)
-                        loss = lt.total
-                        terms = {k: v.detach() for k, v in vars(lt).items()}
-                        terms["kept"] = o.decisions[-1].mean().detach()  # last stage's kept fraction
-                    scaled = loss / cfg.accum_steps
+                no_sync = dd.enabled and m < cfg.accum_steps - 1  # gradients all-reduce once, after the last micro-batch
+                with cast(Any, ddp_model).no_sync() if no_sync else contextlib.nullcontext():
+                    with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                        loss, terms = forward(xs, target, [n[m * micro : (m + 1) * micro] for n in noise])
+                    scaled = loss / cfg.accum_steps  # backward outside autocast, as torch.autocast asks
                     (scaler.scale(scaled) if scaler is not None else scaled).backward()
                 for k, t in terms.items():
                     step_terms[k] = step_terms.get(k, 0.0) + float(t) / cfg.accum_steps

@@ -61,6 +61,9 @@ def choose_loader(cfg: TrainConfig, images: int, bytes_per_image: int) -> tuple[
     """('memory' | 'stream', the reason in words)."""
     decoded = images * bytes_per_image
     size = f"{images:,} train + test images, {decoded / 2**20:,.1f} MiB decoded"
+    if cfg.loader == "memory" and cfg.aug.policy == "timm":
+        raise ConfigError("timm's per-sample transforms (--augment timm, the deit recipe) run on the streamed path: "
+                          "drop --loader memory")
     if cfg.loader != "auto":
         return cfg.loader, f"{size}; --loader {cfg.loader}"
     if cfg.aug.policy == "timm":
