@@ -196,3 +196,15 @@ def test_cli_bad_data_is_one_line(tmp_path: Path, case: str) -> None:
     assert r.returncode == 2, r.stderr[-1500:]
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith("dvit train: error:") and expect in last, r.stderr[-1500:]
+
+
+def test_a_starved_epoch_is_named_with_its_fix() -> None:
+    from pipeline.train.progress import EpochClock, duration, starvation_warning
+
+    fed = EpochClock(images_per_step=64, data_s=0.5, compute_s=9.5, steps=10)
+    assert starvation_warning(fed, 2, "stream") is None
+    assert fed.images_per_second == pytest.approx(64.0) and fed.eta(20) == pytest.approx(20.0)
+    starved = EpochClock(images_per_step=64, data_s=6.0, compute_s=2.0, steps=10)
+    warning = starvation_warning(starved, 2, "stream")
+    assert warning is not None and "75% of step time" in warning and "raise --workers (now 2)" in warning
+    assert duration(3725) == "1h02m" and duration(float("nan")) == "?"

@@ -102,10 +102,19 @@ class SampleSet(Dataset):  # type: ignore[type-arg]
         )
 
 
-def freeze_inherited_objects(_worker_id: int) -> None:
-    """A forked worker's garbage collector would walk, and so write to, every object inherited from the training
-    process, copying its memory page by page; frozen, they stay shared."""
+def start_workers(loader: DataLoader) -> Iterator[Any]:  # type: ignore[type-arg]
+    """iter(loader), which forks its workers, with the training process's objects frozen for the fork.
+
+    A forked worker's garbage collector would otherwise walk, and so write to, every object it inherited,
+    copying the pages they sit on; frozen, they stay shared (what Python's gc.freeze documentation recommends
+    before fork). The parent unfreezes at once: its own collection is unchanged.
+    """
+    gc.collect()
     gc.freeze()
+    try:
+        return iter(loader)
+    finally:
+        gc.unfreeze()
 
 
 def collate(samples: list[tuple[Tensor, int, list[Skip]]]) -> tuple[Tensor, Tensor, list[Skip]]:
@@ -164,8 +173,7 @@ class StreamBatches:
         self.sampler = StepSampler(len(source), global_batch, rank, world, seed, self._steps)
         self.loader = DataLoader(
             SampleSet(source, transform), batch_sampler=self.sampler, num_workers=workers, collate_fn=collate,
-            pin_memory=pin_memory, prefetch_factor=4 if workers > 0 else None,
-            worker_init_fn=freeze_inherited_objects,
+            pin_memory=pin_memory,
         )
         self.skipped: list[Skip] = []
 
@@ -177,7 +185,7 @@ class StreamBatches:
 
     def epoch(self, epoch: int) -> Generator[tuple[Tensor, Tensor, int], None, None]:
         self.sampler.set_epoch(epoch)
-        for step, (x, y, skipped) in enumerate(self.loader):
+        for step, (x, y, skipped) in enumerate(start_workers(self.loader)):
             for path, why in skipped:
                 self.skipped.append((path, why))
                 print(f"warning: skipped unreadable image {path} ({why}); the next image takes its place "
@@ -185,10 +193,7 @@ class StreamBatches:
             yield x, y, step * self.global_batch + self.rank * self.local_batch
 
     def close(self) -> None:
-        it = getattr(self.loader, "_iterator", None)
-        if it is not None:
-            it._shutdown_workers()
-            self.loader._iterator = None
+        """Nothing to release: each epoch's workers exit when its generator is closed or exhausted."""
 
 
 class StreamEval:
@@ -204,8 +209,8 @@ class StreamEval:
         n = len(self) if limit is None else min(limit, len(self))
         order = [[(i, 0) for i in range(s, min(s + batch_size, n))] for s in range(0, n, batch_size)]
         loader = DataLoader(SampleSet(self.source, self.transform), batch_sampler=order, num_workers=self.workers,
-                            collate_fn=collate, worker_init_fn=freeze_inherited_objects)
-        for x, y, skipped in loader:
+                            collate_fn=collate)
+        for x, y, skipped in start_workers(loader):
             for path, why in skipped:
                 print(f"warning: skipped unreadable evaluation image {path} ({why})", file=sys.stderr, flush=True)
             yield x, y
