@@ -102,3 +102,16 @@ def test_every_value_is_overridable_and_leaving_timm_drops_its_parts() -> None:
         train_config("small", {"mixup": 0.8})
     with pytest.raises(ConfigError, match="unknown recipe 'imagenet': choose one of small, deit"):
         train_config("imagenet", {})
+
+
+def test_checkpoints_written_before_recipes_still_read() -> None:
+    """The shipped teacher's train_config has `augment: True` and no recipe fields."""
+    from pathlib import Path
+
+    from pipeline.checkpoint import read_checkpoint
+    from pipeline.config import TrainConfig
+
+    saved = read_checkpoint(Path(__file__).resolve().parents[1] / "checkpoints" / "fmnist_tiny_teacher.pt")["train_config"]
+    assert saved["augment"] is True and "aug" not in saved
+    cfg = TrainConfig.from_dict(saved)
+    assert cfg.aug.policy == "shift-flip" and cfg.recipe == "small" and cfg.label_smoothing == 0.1
