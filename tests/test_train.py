@@ -121,6 +121,35 @@ def test_two_process_ddp_matches_one_process(tmp_path: Path, mode: str) -> None:
             torch.testing.assert_close(w2[k], w1[k], atol=1e-5, rtol=1e-4)
 
 
+def test_two_nodes_meet_at_the_rendezvous_endpoint(tmp_path: Path) -> None:
+    """Two `dvit train --nnodes 2 --nproc-per-node 1 --rdzv-endpoint ...` commands, as on two machines, form one
+    world of two and train what one process trains with the same global batch (streamed data)."""
+    write_image_tree(tmp_path / "photos", per_class=40, size=36)
+    common = ["--mode", "teacher", "--model", "fmnist_tiny", "--epochs", "1", "--batch-size", "32",
+              "--max-steps-per-epoch", "2", "--eval-subset", "16", "--no-progress", "--threads", "1", "--seed", "4",
+              "--data", str(tmp_path / "photos"), "--loader", "stream", "--workers", "1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    node = [sys.executable, "-m", "pipeline.cli", "train", *common, "--out", str(tmp_path / "nodes"), "--nnodes", "2",
+            "--nproc-per-node", "1", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "two-nodes"]
+    procs = [subprocess.Popen(node, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    for p in procs:
+        _, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err[-2000:]
+    single = subprocess.run([sys.executable, "-m", "pipeline.cli", "train", *common, "--out", str(tmp_path / "one")],
+                            cwd=ROOT, env=env, capture_output=True, text=True, check=False, timeout=600)
+    assert single.returncode == 0, single.stderr[-2000:]
+    assert json.loads((tmp_path / "nodes" / "summary.json").read_text())["world_size"] == 2
+    m2, m1 = (json.loads((tmp_path / d / "metrics.json").read_text())[0] for d in ("nodes", "one"))
+    assert m2["first_step"]["ce"] == pytest.approx(m1["first_step"]["ce"], rel=1e-5)
+    w1, w2 = _weights(tmp_path / "one" / "model.pt"), _weights(tmp_path / "nodes" / "model.pt")
+    for k in w1:
+        torch.testing.assert_close(w2[k], w1[k], atol=1e-5, rtol=1e-4)
+
+
 def test_lr_schedule_warms_up_then_decays_to_floor() -> None:
     f = [lr_factor(s, 100, 10, 1e-3, 1e-5) for s in range(100)]
     assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0)
