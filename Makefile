@@ -185,6 +185,7 @@ pipeline: student export precision plugin-pass validate
 # benchmark (says so and exits 0 without a GPU).
 bench: setup
 	$(PY) benchmarks/bench_tradeoff.py
+	$(PY) benchmarks/bench_loader.py
 	$(MAKE) --no-print-directory bench-plugins
 
 clean:

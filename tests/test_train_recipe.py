@@ -115,3 +115,17 @@ def test_checkpoints_written_before_recipes_still_read() -> None:
     assert saved["augment"] is True and "aug" not in saved
     cfg = TrainConfig.from_dict(saved)
     assert cfg.aug.policy == "shift-flip" and cfg.recipe == "small" and cfg.label_smoothing == 0.1
+
+
+def test_randaugment_posterize_at_full_magnitude_keeps_running() -> None:
+    """timm's PosterizeIncreasing keeps 0 bits at magnitude 10 (reached through the magnitude noise, mstd 0.5):
+    the installed Pillow must turn the image black, as the paper's training did, not raise and end the run."""
+    from PIL import Image
+
+    cfg, _ = train_config("deit", {})
+    ra = next(s for s in augment.train_transform(cfg.aug, 32, (0.5,) * 3, (0.25,) * 3).transforms if isinstance(s, RandAugment))
+    op = next(o for o in ra.ops if o.name == "PosterizeIncreasing")
+    args = op.level_fn(10, op.hparams)
+    assert args == (0,)
+    out = op.aug_fn(Image.new("RGB", (8, 8), (200, 150, 100)), *args, **op.kwargs)
+    assert out.getextrema() == ((0, 0), (0, 0), (0, 0))
