@@ -108,12 +108,28 @@ def is_imagenet_style(root: Path) -> bool:
     return (root / "train").is_dir() and (root / "val").is_dir()
 
 
+def class_folders(root: Path) -> tuple[str, ...]:
+    """The class names of a tree, from its sub-folder names alone (no files listed)."""
+    return tuple(sorted(d.name for d in root.iterdir() if d.is_dir()))
+
+
 def folder_split(root: str | os.PathLike[str], split: str, holdout: float = 0.1) -> ImageIndex:
     """The `split` of a folder dataset: train/ and val/ sub-trees when both exist (val for any split other
     than 'train', labelled by train's classes), else a fixed `holdout` fraction of one ImageFolder."""
     root = Path(root)
     if is_imagenet_style(root):
-        train = scan_image_folder(root / "train")
-        return train if split == "train" else scan_image_folder(root / "val", train.classes)
+        if split == "train":
+            return scan_image_folder(root / "train")
+        return scan_image_folder(root / "val", class_folders(root / "train"))
     full = scan_image_folder(root)
     return full.take(holdout_split(len(full), split, holdout))
+
+
+def folder_splits(root: str | os.PathLike[str], holdout: float = 0.1) -> tuple[ImageIndex, ImageIndex]:
+    """(train, test) of a folder dataset, as folder_split gives them, listing each file once."""
+    root = Path(root)
+    if is_imagenet_style(root):
+        train = scan_image_folder(root / "train")
+        return train, scan_image_folder(root / "val", train.classes)
+    full = scan_image_folder(root)
+    return full.take(holdout_split(len(full), "train", holdout)), full.take(holdout_split(len(full), "test", holdout))

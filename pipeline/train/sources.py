@@ -17,7 +17,7 @@ import torch
 from ..config import ModelConfig, TrainConfig
 from ..data import ImageSet, decode_index, is_fashion_mnist, load_dataset
 from ..errors import ConfigError, DataError
-from ..image_index import folder_split
+from ..image_index import folder_splits
 from . import augment
 from .memory import MemoryBatches
 from .stream import ArraySource, FolderSource, StreamBatches, StreamEval, default_workers, sample_stats
@@ -99,7 +99,7 @@ def open_training_data(spec: str | None, model_cfg: ModelConfig, cfg: TrainConfi
                          (train_set.mean, train_set.std), model_cfg, cfg, rank, world, workers, pin_memory,
                          train_set.source, why)
     assert spec is not None
-    train_idx, test_idx = folder_split(spec, "train"), folder_split(spec, "test")
+    train_idx, test_idx = folder_splits(spec)
     pick = _subset_idx(len(train_idx), cfg.train_subset, cfg.seed)
     train_idx = train_idx if pick is None else train_idx.take(pick)
     pick = _subset_idx(len(test_idx), cfg.eval_subset, cfg.seed)
