@@ -61,9 +61,9 @@ class ImageSet:
 
     def subset(self, n: int | None, seed: int = 0) -> ImageSet:
         """A deterministic sample of n items (all when n is None or too large)."""
-        if n is None or n >= len(self):
+        idx = subset_indices(len(self), n, seed)
+        if idx is None:
             return self
-        idx = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:n].sort().values
         return ImageSet(self.images[idx], self.labels[idx], self.classes, self.mean, self.std, self.source)
 
     def normalize(self, images_u8: Tensor) -> Tensor:
@@ -78,6 +78,13 @@ class ImageSet:
         for s in range(0, n, batch_size):
             e = min(s + batch_size, n)
             yield self.normalize(self.images[s:e]), self.labels[s:e]
+
+
+def subset_indices(total: int, n: int | None, seed: int) -> Tensor | None:
+    """Sorted indices of a deterministic sample of n of `total` items; None when n is None or not smaller."""
+    if n is None or n >= total:
+        return None
+    return torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:n].sort().values
 
 
 def _read_idx(path: Path, expect_dims: int) -> np.ndarray:
@@ -240,7 +247,7 @@ def load_dataset(
             ds.mean, ds.std = tr.mean, tr.std
         return ds
     full = load_image_folder(root, in_chans, img_size)
-    idx = torch.from_numpy(holdout_split(len(full), split, holdout))
+    idx = torch.from_numpy(holdout_split(len(full), holdout)[0 if split == "train" else 1])
     return ImageSet(full.images[idx], full.labels[idx], full.classes, full.mean, full.std, f"{full.source}:{split}")
 
 

@@ -94,14 +94,13 @@ def scan_image_folder(root: str | os.PathLike[str], classes: tuple[str, ...] | N
     return ImageIndex(root, classes, np.asarray(labels, dtype=np.int64), blob, offsets)
 
 
-def holdout_split(n: int, split: str, holdout: float) -> np.ndarray:
-    """Sorted indices of `split` ('train' or another name for the held-out part) of a plain ImageFolder."""
+def holdout_split(n: int, holdout: float) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted (train, held-out) indices of a plain ImageFolder of n images."""
     import torch
 
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(HOLDOUT_SEED))
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(HOLDOUT_SEED)).numpy()
     n_test = max(1, int(n * holdout))
-    idx = perm[:n_test] if split != "train" else perm[n_test:]
-    return np.sort(idx.numpy())
+    return np.sort(perm[n_test:]), np.sort(perm[:n_test])
 
 
 def is_imagenet_style(root: Path) -> bool:
@@ -122,7 +121,7 @@ def folder_split(root: str | os.PathLike[str], split: str, holdout: float = 0.1)
             return scan_image_folder(root / "train")
         return scan_image_folder(root / "val", class_folders(root / "train"))
     full = scan_image_folder(root)
-    return full.take(holdout_split(len(full), split, holdout))
+    return full.take(holdout_split(len(full), holdout)[0 if split == "train" else 1])
 
 
 def folder_splits(root: str | os.PathLike[str], holdout: float = 0.1) -> tuple[ImageIndex, ImageIndex]:
@@ -132,4 +131,5 @@ def folder_splits(root: str | os.PathLike[str], holdout: float = 0.1) -> tuple[I
         train = scan_image_folder(root / "train")
         return train, scan_image_folder(root / "val", train.classes)
     full = scan_image_folder(root)
-    return full.take(holdout_split(len(full), "train", holdout)), full.take(holdout_split(len(full), "test", holdout))
+    train_rows, test_rows = holdout_split(len(full), holdout)
+    return full.take(train_rows), full.take(test_rows)

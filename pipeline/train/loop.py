@@ -112,9 +112,7 @@ def train(
         model.load_state_dict(teacher.state_dict(), strict=False)  # backbone from the teacher; predictors fresh
     model.to(device)
 
-    steps_per_epoch = batches.steps_per_epoch()
-    if cfg.max_steps_per_epoch:
-        steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
+    steps_per_epoch = batches.steps_per_epoch()  # --max-steps-per-epoch applied by the batch source
     if steps_per_epoch < 1:
         raise ConfigError(f"batch size {cfg.batch_size} exceeds the {len(batches)} training images: lower --batch-size")
     total_steps = steps_per_epoch * cfg.epochs

@@ -20,19 +20,22 @@ class MemoryBatches:
 
     kind = "memory"
 
-    def __init__(self, ds: ImageSet, global_batch: int, seed: int, augment: bool, rank: int = 0, world: int = 1):
+    def __init__(self, ds: ImageSet, global_batch: int, seed: int, augment: bool, rank: int = 0, world: int = 1,
+                 max_steps: int | None = None):
         if global_batch % world:
             raise DataError(f"global batch {global_batch} is not divisible by {world} processes: change --batch-size")
         self.ds, self.global_batch, self.seed, self.augment = ds, global_batch, seed, augment
         self.rank, self.world = rank, world
         self.local_batch = global_batch // world
+        steps = len(ds) // global_batch  # drop the last partial batch: every step has the same size
+        self._steps = min(steps, max_steps) if max_steps else steps
         self.skipped: list[tuple[str, str]] = []  # decoded up front: nothing is skipped mid-epoch
 
     def __len__(self) -> int:
         return len(self.ds)
 
     def steps_per_epoch(self) -> int:
-        return len(self.ds) // self.global_batch  # drop the last partial batch: every step has the same size
+        return self._steps
 
     def epoch(self, epoch: int) -> Generator[tuple[Tensor, Tensor, int], None, None]:
         """Yields (images, labels, global_offset) where global_offset is this rank's first sample in the step."""

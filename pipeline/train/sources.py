@@ -11,11 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-
 from ..config import ModelConfig, TrainConfig
-from ..data import ImageSet, decode_index, is_fashion_mnist, load_dataset
+from ..data import ImageSet, decode_index, is_fashion_mnist, load_dataset, subset_indices
 from ..errors import ConfigError, DataError
 from ..image_index import folder_splits
 from . import augment
@@ -48,13 +45,6 @@ def _available_memory() -> int | None:
     except OSError:
         pass
     return None
-
-
-def _subset_idx(n: int, count: int | None, seed: int) -> np.ndarray | None:
-    """The same deterministic sample ImageSet.subset takes."""
-    if count is None or count >= n:
-        return None
-    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:count].sort().values.numpy()
 
 
 def choose_loader(cfg: TrainConfig, images: int, bytes_per_image: int) -> tuple[str, str]:
@@ -100,10 +90,10 @@ def open_training_data(spec: str | None, model_cfg: ModelConfig, cfg: TrainConfi
                          train_set.source, why)
     assert spec is not None
     train_idx, test_idx = folder_splits(spec)
-    pick = _subset_idx(len(train_idx), cfg.train_subset, cfg.seed)
-    train_idx = train_idx if pick is None else train_idx.take(pick)
-    pick = _subset_idx(len(test_idx), cfg.eval_subset, cfg.seed)
-    test_idx = test_idx if pick is None else test_idx.take(pick)
+    pick = subset_indices(len(train_idx), cfg.train_subset, cfg.seed)  # the sample ImageSet.subset takes
+    train_idx = train_idx if pick is None else train_idx.take(pick.numpy())
+    pick = subset_indices(len(test_idx), cfg.eval_subset, cfg.seed)
+    test_idx = test_idx if pick is None else test_idx.take(pick.numpy())
     kind, why = choose_loader(cfg, len(train_idx) + len(test_idx), c * s * s)
     if kind == "memory":
         tr = decode_index(train_idx, c, s, f"folder:{train_idx.root}")
@@ -120,7 +110,7 @@ def _in_memory(train_set: ImageSet, test_set: ImageSet, cfg: TrainConfig, rank: 
     if cfg.aug.normalization == "imagenet":
         train_set.mean, train_set.std = augment.normalization(cfg.aug, train_set.mean, train_set.std, train_set.in_chans)
         test_set.mean, test_set.std = train_set.mean, train_set.std
-    batches = MemoryBatches(train_set, cfg.batch_size, cfg.seed, cfg.augment, rank, world)
+    batches = MemoryBatches(train_set, cfg.batch_size, cfg.seed, cfg.augment, rank, world, cfg.max_steps_per_epoch)
     return TrainingData(batches, test_set, train_set.classes, train_set.mean, train_set.std, train_set.source,
                         [f"data: in memory: {why}"])
 

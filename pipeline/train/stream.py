@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from ..data import UNREADABLE, open_image
+from ..data import UNREADABLE, as_chw, channel_stats, fit_square, open_image
 from ..errors import DataError
 from ..image_index import ImageIndex
 from .rng import seeded
@@ -219,8 +219,6 @@ class StreamEval:
 def sample_stats(source: Any, img_size: int, count: int = 512) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and standard deviation of up to `count` evenly spaced images (the in-memory path
     computes them over every image; a sample is what streaming can afford)."""
-    from ..data import as_chw, channel_stats, fit_square
-
     n = len(source)
     picks = np.unique(np.linspace(0, n - 1, num=min(count, n)).astype(np.int64))
     arrays = []
