@@ -6,7 +6,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DVIT := $(VENV)/bin/dvit
 STAMP := $(VENV)/.stamp-setup
-# Jetson: JetPack's TensorRT lives in the system site-packages; `make setup SYSTEM_SITE_PACKAGES=1` lets the venv see it.
+# A workstation whose TensorRT lives in the system site-packages: `make setup SYSTEM_SITE_PACKAGES=1` lets the venv see it.
+# (A Jetson never runs `make setup`: it installs the device side only, `.[device]`; README, "What a device needs".)
 SYSTEM_SITE_PACKAGES ?= 0
 FMNIST_DIR ?= /usr/share/datasets/fashion-mnist
 RUNS ?= runs
@@ -133,7 +134,7 @@ validate: setup
 		--json $(RUNS)/validate-{}$(if $(filter-out pytorch $(RUNS)/reference.npz,$(REFERENCE)),-recorded).json \
 		> $(RUNS)/validate-{}.log 2>&1 || { cat $(RUNS)/validate-{}.log; exit 255; }'
 	@for g in $(GRAPH_SETS); do grep -A3 "^Top-1" $(RUNS)/validate-$$g.log | head -4; done
-	@if $(PY) -c "import sys; from pipeline.cuda_buffers import gpu_available; sys.exit(0 if gpu_available()[0] else 1)" 2>/dev/null; then \
+	@if $(PY) -c "import sys; from pipeline.backend.tensorrt.cuda import gpu_available; sys.exit(0 if gpu_available()[0] else 1)" 2>/dev/null; then \
 		for g in $(ENGINE_SETS); do $(DVIT) validate --graphs $(RUNS)/engines-$$g --reference $(REFERENCE) --require auto \
 			--no-progress --json $(RUNS)/validate-engines-$$g.json || exit 1; done; \
 	else echo "engines not validated: no GPU on this machine (they are built; ONNX Runtime validated their graphs)"; fi
@@ -181,11 +182,15 @@ report: setup
 pipeline: student export precision plugin-pass validate
 
 # The keep-ratio trade-off curve (DeiT-S at 224, random weights): latency against keep ratio, pruned vs dense,
-# chain and fused, batch 1 and 32, interleaved; JSON and SVG under benchmarks/results/. Then the plugin kernel's
-# benchmark (says so and exits 0 without a GPU).
+# chain and fused, batch 1 and 32, interleaved; JSON and SVG under benchmarks/results/. ONNX Runtime's thread pools
+# side by side (global, no-spin, per-session; each alone in its process). The streamed loader's throughput, the
+# training data path's memory against dataset size. Then the plugin kernel's benchmark (says so and exits 0
+# without a GPU).
 bench: setup
 	$(PY) benchmarks/bench_tradeoff.py
+	$(PY) benchmarks/bench_ort_pools.py
 	$(PY) benchmarks/bench_loader.py
+	$(PY) benchmarks/bench_train_memory.py
 	$(MAKE) --no-print-directory bench-plugins
 
 clean:
@@ -193,23 +198,41 @@ clean:
 
 # >>> plugins (owned by plugins/)
 # `make plugins`: CUDA kernel library always, TensorRT plugin libraries when TensorRT (>= 10) headers are found.
-#   TENSORRT_ROOT=<prefix with include/>   CUDA_ARCHS="87" (overrides DVIT_TARGET)   DVIT_TARGET=xavier|orin|thor|desktop|native
+#   TARGET=<profile in targets/>   the profile is the one source of what CMake knows about the device
+#     (`python -m pipeline.targets --cmake-args TARGET`): its CUDA architectures and, on a Jetson, its JetPack's CUDA;
+#     CMake stops when nvcc is newer than that (e.g. CUDA 13 for an Orin on JetPack 6). Without TARGET: desktop GPU
+#     architectures (those nvcc lacks dropped), no driver check.
+#   JETPACK=<version>   the JetPack the Jetson runs (default: the oldest its profile lists)
+#   NVCC=<nvcc> (on the command line; a new build directory also takes $CUDACXX)
+#   CUDA_ARCHS="87" (overrides the profile's)   DVIT_ALLOW_NEWER_CUDA=ON (the device has cuda-compat)
+#   TENSORRT_ROOT=<prefix with include/>   PLUGINS_CMAKE_ARGS=<more -D options>
 # `make bench-plugins`: times the kernel against torch.topk + gather (needs a CUDA GPU; says so and exits 0 without).
 PLUGINS_BUILD ?= build/plugins
 PLUGINS_JOBS ?= 2
-DVIT_TARGET ?= desktop
-# TARGET=<profile in targets/> takes the CUDA architectures from that profile (`dvit targets` lists them).
 TARGET ?=
+JETPACK ?=
+CUDA_ARCHS ?=
+DVIT_ALLOW_NEWER_CUDA ?= OFF
+PLUGINS_CMAKE_ARGS ?=
 # TensorRT headers: the system's where TensorRT is installed (JetPack: /usr/include/aarch64-linux-gnu); on this
 # project's machines the public 11.1 headers beside the clone (TensorRT-RTX's registry has TensorRT 11's layout).
 TENSORRT_ROOT ?= $(firstword $(wildcard ../shared/tensorrt-oss/v11.1))
-CUDA_ARCHS ?= $(if $(TARGET),$(shell $(PY) -m pipeline.targets --cuda-archs $(TARGET)))
+# pipeline.targets needs only the standard library: a device without the venv reads the profile with python3.
+PLUGINS_PY = $(if $(wildcard $(PY)),$(PY),$(PYTHON))
+# Without TARGET, what an earlier TARGET left in the build directory's cache is forgotten.
+PLUGINS_NO_PROFILE = -UCMAKE_CUDA_ARCHITECTURES -DDVIT_PROFILE= -DDVIT_DEVICE_CUDA= -DDVIT_DEVICE_JETPACK=
 .PHONY: bench-plugins
 
+# The profile's options are read in the recipe, so that an unknown TARGET stops here with the profile reader's line.
 plugins:
-	cmake -S plugins -B $(PLUGINS_BUILD) -DCMAKE_BUILD_TYPE=Release -DDVIT_TARGET=$(DVIT_TARGET) \
-		$(if $(TENSORRT_ROOT),-DTENSORRT_ROOT=$(TENSORRT_ROOT)) \
-		$(if $(CUDA_ARCHS),"-DCMAKE_CUDA_ARCHITECTURES=$(CUDA_ARCHS)",-UCMAKE_CUDA_ARCHITECTURES)
+	$(if $(and $(JETPACK),$(if $(TARGET),,1)),$(error JETPACK=$(JETPACK) needs TARGET=<profile> ('dvit targets' lists them)))
+	@profile="$(if $(TARGET),$$($(PLUGINS_PY) -m pipeline.targets --cmake-args $(TARGET) $(if $(JETPACK),--jetpack $(JETPACK))),$(PLUGINS_NO_PROFILE))" \
+		|| exit 1; \
+	set -- cmake -S plugins -B $(PLUGINS_BUILD) -DCMAKE_BUILD_TYPE=Release $$profile \
+		$(if $(CUDA_ARCHS),"-DCMAKE_CUDA_ARCHITECTURES=$(CUDA_ARCHS)") $(if $(filter command line,$(origin NVCC)),-DCMAKE_CUDA_COMPILER=$(NVCC)) \
+		-DDVIT_ALLOW_NEWER_CUDA=$(DVIT_ALLOW_NEWER_CUDA) $(if $(TENSORRT_ROOT),-DTENSORRT_ROOT=$(TENSORRT_ROOT)) \
+		$(PLUGINS_CMAKE_ARGS); \
+	printf "%q " "$$@"; echo; "$$@"
 	cmake --build $(PLUGINS_BUILD) -j $(PLUGINS_JOBS)
 
 bench-plugins: plugins $(STAMP)

@@ -6,6 +6,7 @@ streamed by `pipeline.train.stream`, from the same file index (pipeline.image_in
 """
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import os
 from collections.abc import Iterator
@@ -251,24 +252,160 @@ def load_dataset(
     return ImageSet(full.images[idx], full.labels[idx], full.classes, full.mean, full.std, f"{full.source}:{split}")
 
 
-def verification_images(cfg: Any, count: int, data: str | None = None) -> tuple[Tensor, str]:
-    """`count` normalised test images a model of config `cfg` can take: Fashion-MNIST (or --data), else seeded
-    noise. The export and the plugin pass check their graphs on these."""
+FMNIST_SHAPE = (1, 28, 28)
 
-    fits_fmnist = cfg.in_chans == 1 and cfg.img_size == 28
-    if data is not None or fits_fmnist:
-        try:
-            ds = load_dataset(data, "test", cfg.in_chans, cfg.img_size)
-        except DataError:
-            if data is not None:
-                raise
-        else:
-            if ds.in_chans != cfg.in_chans or ds.img_size != cfg.img_size:
-                raise DataError(
-                    f"{ds.source} has {ds.in_chans}x{ds.img_size}x{ds.img_size} images, the model takes "
-                    f"{cfg.in_chans}x{cfg.img_size}x{cfg.img_size}: pass matching --data"
-                )
-            idx = torch.arange(count) % len(ds)
-            return ds.normalize(ds.images[idx]), f"{ds.source} (first {count} images)"
+
+@dataclass
+class VerificationData:
+    """A few normalised test images a model can take, and where they came from (the export's manifest records
+    `describe()`, its log `text`)."""
+
+    images: Tensor  # float [count, C, H, W], normalised
+    source: str  # "folder:/abs/path", "fashion-mnist:/abs/dir" or "seeded random normal images"
+    split: str | None  # which split of the source: "test" (idx file, held-out fraction of a folder) or "val"
+    chosen_by: str  # "--data", "checkpoint" (the data it records it was trained on), "default"
+    why: str  # the choice in words
+    files: list[str] = dataclasses.field(default_factory=list)  # the decoded files, relative to the source
+    decoded: int = 0  # images read from the source (the rest of `images` repeats them)
+    normalization: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def text(self) -> str:
+        if self.split is None:
+            return f"{len(self.images)} {self.source} ({self.why})"
+        return f"{self.source} {self.split} split, first {self.decoded} image(s) ({self.why})"
+
+    def describe(self) -> dict[str, Any]:
+        return {"source": self.source, "split": self.split, "chosen_by": self.chosen_by, "why": self.why,
+                "images": len(self.images), "decoded": self.decoded, "files": self.files,
+                "normalization": self.normalization}
+
+
+def _fits(what: str, cfg: Any, chans: int | None, size: int | None, classes: tuple[str, ...] | None,
+          trained_classes: Any) -> None:
+    """Refuse images the model cannot take: another image shape (where no transform applies), another number of
+    classes, or other class names than those the checkpoint records it was trained on."""
+    if chans is not None and (chans, size) != (cfg.in_chans, cfg.img_size):
+        raise DataError(f"{what} has {chans}x{size}x{size} images, the model takes {cfg.in_chans}x{cfg.img_size}x"
+                        f"{cfg.img_size}: pass --data DIR with the test images of the dataset it was trained on")
+    if classes is not None and len(classes) != cfg.num_classes:
+        raise DataError(f"{what} has {len(classes)} classes, the model {cfg.num_classes}: pass --data DIR with the "
+                        "test images of the dataset it was trained on")
+    if classes is not None and isinstance(trained_classes, (list, tuple)) and list(trained_classes) != list(classes):
+        diff = [f"{a!r} vs {b!r}" for a, b in zip(classes, trained_classes) if a != b][:2]
+        raise DataError(f"{what}'s classes differ from those the checkpoint was trained on ({', '.join(diff)}): pass "
+                        "--data DIR with the test images of the dataset it was trained on")
+
+
+def _normalization(cfg: Any, trained_on: dict[str, Any] | None, fallback: tuple[tuple[float, ...], tuple[float, ...]],
+                   fallback_from: str) -> tuple[tuple[float, ...], tuple[float, ...], str]:
+    rec = trained_on or {}
+    mean, std = rec.get("mean"), rec.get("std")
+    if isinstance(mean, (list, tuple)) and isinstance(std, (list, tuple)) and len(mean) == len(std) == cfg.in_chans:
+        return tuple(float(v) for v in mean), tuple(float(v) for v in std), "checkpoint"
+    return fallback[0], fallback[1], fallback_from
+
+
+def _normalized(images_u8: Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> Tensor:
+    x = images_u8.float().div_(255.0)
+    return (x - torch.tensor(mean).view(1, -1, 1, 1)) / torch.tensor(std).view(1, -1, 1, 1)
+
+
+def _fmnist_verification(root: Path | None, cfg: Any, count: int, trained_on: dict[str, Any] | None,
+                         chosen_by: str, why: str) -> VerificationData:
+    ds = load_fashion_mnist("test", root)
+    where = f"fashion-mnist:{find_fashion_mnist(root)}"
+    _fits(where, cfg, ds.in_chans, ds.img_size, ds.classes, (trained_on or {}).get("classes"))
+    n = min(count, len(ds))
+    mean, std, norm_from = _normalization(cfg, trained_on, (ds.mean, ds.std), "dataset")
+    images = _normalized(ds.images[torch.arange(count) % n], mean, std)
+    return VerificationData(images, where, "test", chosen_by, why, [f"{FMNIST_FILES['test'][0]}[{i}]" for i in range(n)],
+                            n, {"mean": list(mean), "std": list(std), "from": norm_from})
+
+
+def _folder_verification(root: Path, cfg: Any, count: int, trained_on: dict[str, Any] | None,
+                         chosen_by: str, why: str) -> VerificationData:
+    """The first `count` files of the folder's test split, listed by the file index and decoded one by one:
+    nothing else is opened, whatever the size of the tree."""
+    index = folder_split(root, "test")
+    split = "val" if is_imagenet_style(root) else "test"
+    where = f"folder:{root.resolve()}"
+    if not len(index):
+        raise DataError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in the {split} split of {root}: pass --data "
+                        "DIR with the test images of the dataset the model was trained on")
+    _fits(where, cfg, None, None, index.classes, (trained_on or {}).get("classes"))
+    n = min(count, len(index))
+    picked = np.empty((n, cfg.in_chans, cfg.img_size, cfg.img_size), dtype=np.uint8)
+    for i in range(n):
+        picked[i] = _load_image(index.path(i), cfg.in_chans, cfg.img_size)
+    images_u8 = torch.from_numpy(picked)
+    mean, std, norm_from = _normalization(cfg, trained_on, channel_stats(images_u8), "these images")
+    files = [os.path.relpath(index.path(i), root) for i in range(n)]
+    return VerificationData(_normalized(images_u8[torch.arange(count) % n], mean, std), where, split, chosen_by, why,
+                            files, n, {"mean": list(mean), "std": list(std), "from": norm_from})
+
+
+def _recorded_root(source: str) -> tuple[str, Path | None]:
+    """('fashion-mnist' | 'folder' | '', path) of a training-data source string ('fashion-mnist:DIR:split',
+    'folder:DIR'); the train/ half of an ImageNet-style tree stands for the tree."""
+    if source.startswith("fashion-mnist:"):
+        return "fashion-mnist", Path(source[len("fashion-mnist:"):].rsplit(":", 1)[0])
+    if source.startswith("folder:"):
+        p = Path(source[len("folder:"):])
+        if p.name == "train" and is_imagenet_style(p.parent):
+            p = p.parent
+        return "folder", p
+    return "", None
+
+
+def verification_data(cfg: Any, count: int, data: str | None = None,
+                      trained_on: dict[str, Any] | None = None) -> VerificationData:
+    """`count` normalised test images for a model of config `cfg`, decoding only the files they come from.
+
+    The data: `data` (--data: Fashion-MNIST's idx files or an image folder, whose test split's first files are
+    used); else the data the checkpoint records it was trained on (`trained_on`, train's `data` record); else
+    Fashion-MNIST where the model takes it whole (1x28x28 images, 10 classes); else, for a model whose input
+    Fashion-MNIST cannot feed, seeded random normal images, said so. Refused with one line: images that do not fit
+    the model (shape, class count, class names), recorded data not on this machine, and a 1x28x28 model of another
+    class count with nothing to say what it was trained on. Images are normalised as the checkpoint records, else
+    with the data's own statistics.
+    """
+    if data is not None:
+        if data in ("", "fashion-mnist", "fmnist"):
+            return _fmnist_verification(None, cfg, count, trained_on, "--data", f"--data {data}")
+        root = Path(data)
+        if not root.exists():
+            raise DataError(f"dataset path {root} does not exist: pass 'fashion-mnist' or an image directory")
+        if (root / FMNIST_FILES["train"][0]).exists() or (root / FMNIST_FILES["test"][0]).exists():
+            return _fmnist_verification(root, cfg, count, trained_on, "--data", f"--data {data}")
+        return _folder_verification(root, cfg, count, trained_on, "--data", f"--data {data}")
+    source = str((trained_on or {}).get("source") or "")
+    if source:
+        kind, recorded = _recorded_root(source)
+        why = f"the data the checkpoint was trained on, {source}"
+        if kind == "fashion-mnist":
+            here = recorded if recorded is not None and recorded.is_dir() else None
+            return _fmnist_verification(here, cfg, count, trained_on, "checkpoint", why)
+        if kind == "folder" and recorded is not None and recorded.is_dir():
+            return _folder_verification(recorded, cfg, count, trained_on, "checkpoint", why)
+        raise DataError(f"the checkpoint was trained on {source}, which is not on this machine: pass --data DIR with "
+                        "that dataset's test images")
+    if (cfg.in_chans, cfg.img_size, cfg.img_size) == FMNIST_SHAPE:
+        if cfg.num_classes != len(FMNIST_CLASSES):
+            raise DataError(
+                f"the checkpoint does not say what it was trained on, and its {cfg.num_classes} classes are not "
+                f"Fashion-MNIST's {len(FMNIST_CLASSES)}: pass --data DIR with the test images it was trained on")
+        return _fmnist_verification(None, cfg, count, trained_on, "default",
+                                    "the default: the checkpoint names no dataset and its model fits Fashion-MNIST")
     g = torch.Generator().manual_seed(0)
-    return torch.randn(count, cfg.in_chans, cfg.img_size, cfg.img_size, generator=g), "seeded random normal images"
+    images = torch.randn(count, cfg.in_chans, cfg.img_size, cfg.img_size, generator=g)
+    return VerificationData(images, "seeded random normal images", None, "default",
+                            f"the checkpoint names no dataset and Fashion-MNIST does not fit a {cfg.in_chans}x"
+                            f"{cfg.img_size}x{cfg.img_size} input: pass --data DIR to verify on real images")
+
+
+def verification_images(cfg: Any, count: int, data: str | None = None,
+                        trained_on: dict[str, Any] | None = None) -> tuple[Tensor, str]:
+    """(images, where they came from in words) of verification_data: the plugin pass checks its graphs on these."""
+    v = verification_data(cfg, count, data, trained_on)
+    return v.images, v.text

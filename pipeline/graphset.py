@@ -170,14 +170,16 @@ class GraphSet:
         """The keys a stage carries into the graph set it writes."""
         return {k: self.manifest.get(k) for k in HEADER_KEYS if k in self.manifest}
 
-    def batch(self, size: int | None = None) -> BatchGraphs:
-        """The graphs of batch `size` (default 8 when present, else the largest)."""
+    def batch(self, size: int | None = None, flag: str = "--batch-size") -> BatchGraphs:
+        """The graphs of batch `size` (default 8 when present, else the largest). A missing size fails naming
+        `flag`, the caller's option: one size for a flag that takes one (--batch-size), every size the set has
+        for one that takes a list (--batch-sizes)."""
         if size is None:
             size = DEFAULT_BATCH if DEFAULT_BATCH in self.batches else max(self.batches)
         if size not in self.batches:
+            fix = ",".join(map(str, sorted(self.batches))) if flag.endswith("sizes") else str(max(self.batches))
             raise ConfigError(
-                f"no graphs for batch size {size} in {self.root} (it has {self.batch_sizes}): "
-                f"pass --batch-size {max(self.batches)}"
+                f"no graphs for batch size {size} in {self.root} (it has {self.batch_sizes}): pass {flag} {fix}"
             )
         return self.batches[size]
 

@@ -1,7 +1,7 @@
 """`dvit inspect ENGINE`: which TensorRT built a plan, what its engine manifest says, and whether it loads here.
 
 A plan loads only into the release that built it, and a failed load says little ("Version tag does not match").
-This reads the plan's header instead (pipeline.plan_header: no deserialization, no GPU), the manifest of the
+This reads the plan's header instead (pipeline.backend.tensorrt.plan_header: no deserialization, no GPU), the manifest of the
 engine set it belongs to (its folder's parent, as `dvit build` lays it out, or --manifest), and compares the
 plan with every TensorRT installed here. A plan that cannot load here is named with what to do ("rebuild: ...")
 and the command exits 1 before anyone tries. Imports neither torch nor TensorRT unless TensorRT is installed.
@@ -15,15 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import cuda_buffers
+from .backend.tensorrt import MODULES, BackendError
+from .backend.tensorrt import cuda as cuda_buffers
+from .backend.tensorrt import load as load_backend
+from .backend.tensorrt.plan_header import PlanHeader, check_compatible, read_plan_header
 from .errors import DvitError, ManifestError
 from .graphset import GraphEntry, GraphSet
 from .io import sha256_file
 from .manifest import MANIFEST_NAME
-from .plan_header import PlanHeader, check_compatible, read_plan_header
 from .targets import backend_label
-from .trt_backend import MODULES, BackendError
-from .trt_backend import load as load_backend
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 Every function takes and returns plain `onnx.ModelProto`s (Polygraphy style), so export, precision, validate
 and the plugin pass chain them as they need. Nothing here imports torch: `dvit scan` stays light. Running a
-graph is the runners' job (pipeline.runners.onnxrt holds the one ONNX Runtime session factory).
+graph is the runners' job (pipeline.backend.onnxruntime.runner holds the one ONNX Runtime session factory).
 
 Simplifier: onnxsim (pinned in pyproject, 0.8.1). It folds constants by running the graph in ONNX Runtime and
 then applies onnx-optimizer's fusions; it keeps the names of the nodes it does not fold, which the precision

@@ -26,12 +26,12 @@ import numpy as np
 import onnx
 
 from . import onnx_utils
+from .backend import graph_runners
+from .backend.onnxruntime.runner import run as run_onnx
 from .errors import DvitError
 from .graphset import GraphEntry, GraphSet, batch_section, write_graph_set
 from .io import atomic_dir
 from .manifest import file_entry
-from .runners.onnxrt import graph_runners
-from .runners.onnxrt import run as run_onnx
 from .topk_gather_ref import PLUGIN_DOMAIN, PLUGIN_NAMESPACE, PLUGIN_OP, PLUGIN_VERSION, topk_gather
 
 # Operators that may sit between TopK's indices and the gather ("index arithmetic"), with constant other inputs.
@@ -325,8 +325,8 @@ def _feeds(src: GraphSet, entry: GraphEntry, cache: dict[int, dict[str, np.ndarr
         b = entry.batch
         images, _ = verification_images(src.config, b, data)
         x = images[:b].numpy()
-        chain, _ = graph_runners(src.batch(b))
-        cache[b] = {"images": x, **chain.infer({"images": x})}
+        with graph_runners(src, b) as runners:
+            cache[b] = {"images": x, **runners.chain.infer({"images": x})}
     return {name: cache[entry.batch][name] for name in entry.input_names}
 
 

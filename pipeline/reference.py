@@ -1,7 +1,7 @@
 """`dvit reference`: record what PyTorch computes on a dataset slice, for validation where torch is absent.
 
 The model's inference path runs on the first N images of the TEST split, in the same chunks `dvit validate`
-uses, and REF.npz + REF.json (see runners/recorded.py) keep the images, the labels and every output by the graphs'
+uses, and REF.npz + REF.json (see results/reference.py) keep the images, the labels and every output by the graphs'
 tensor names: logits, kept_indices_i and (unless --no-tokens) tokens_i, the tensors entering each stage graph.
 `dvit validate --reference REF.npz` then gives the same figures as `--reference pytorch`, on any machine.
 
@@ -44,8 +44,8 @@ def record(
     from .data import load_dataset
     from .graphset import GraphSet
     from .image_slice import from_image_set
+    from .results.reference import save_recording
     from .runners.pytorch import PyTorchRunner
-    from .runners.recorded import save_recording
 
     if limit is not None and limit < 1:
         raise ConfigError(f"--limit {limit} is not positive: pass the number of test images to record")

@@ -7,6 +7,9 @@ library: a Jetson runs it with JetPack's Python and nothing else.
     dvit targets                                  table of every profile
     dvit targets orin-nano [--json]               one profile in full
     python -m pipeline.targets --cuda-archs thor  "110" (semicolon-separated for several), for the Makefile
+    python -m pipeline.targets --cmake-args orin-nano [--jetpack 7]
+                                                  what plugins/CMakeLists.txt needs to know about the device, for
+                                                  `make plugins TARGET=...`
 
 Profiles live in `targets/` at the repository root, or in $DVIT_TARGETS_DIR. Schema: targets/README.md.
 """
@@ -105,6 +108,45 @@ class Target:
     @property
     def cuda_archs_cmake(self) -> str:
         return ";".join(self.cuda_archs)
+
+    def driver_cuda(self, jetpack: str | None = None) -> tuple[str, str] | None:
+        """(JetPack, CUDA) of the device's CUDA driver, which the plugin's statically linked CUDA runtime must not be
+        newer than (by major version): ("6", "12.6") for an Orin. `jetpack` names the JetPack the device runs
+        ("7", "6.2"); by default the oldest one the profile lists, so that the plugin loads on every supported
+        JetPack. None where the driver is not fixed by the profile (not a Jetson: any driver may be installed)."""
+        stacks = [s for s in self.stacks if s.jetpack]
+        if not stacks:
+            if jetpack:
+                raise ConfigError(f"target {self.name} is not a Jetson (its profile lists no JetPack): drop JETPACK"
+                                  f"={jetpack} (--jetpack)")
+            return None
+        if jetpack:
+            if not _VERSION.match(jetpack):
+                raise ConfigError(f"JetPack {jetpack!r} is not a version such as 6 or 7.1")
+            stacks = [s for s in stacks if any(version_matches(j, jetpack) or version_matches(jetpack, j)
+                                               for j in s.jetpack)]
+            if not stacks:
+                listed = ", ".join(j for s in self.stacks for j in s.jetpack)
+                raise ConfigError(f"target {self.name} lists no JetPack {jetpack}: its profile ({self.path.name}) "
+                                  f"lists JetPack {listed}")
+            label = jetpack
+        else:
+            oldest = min(stacks, key=lambda s: min(version_tuple(j) for j in s.jetpack))
+            stacks = [oldest]
+            majors = {version_tuple(j)[0] for j in oldest.jetpack}
+            label = str(majors.pop()) if len(majors) == 1 else min(oldest.jetpack, key=version_tuple)
+        cuda = min((c for s in stacks for c in s.cuda), key=version_tuple)
+        return label, cuda
+
+    def cmake_args(self, jetpack: str | None = None) -> tuple[str, ...]:
+        """The -D options plugins/CMakeLists.txt takes from this profile: the CUDA architectures and, on a Jetson,
+        the CUDA of the device's driver and its JetPack (empty where none: CMake then checks nothing). Every option
+        is always given, so that a reused build directory forgets the previous target. No value holds a space or a
+        quote; architectures are separated by ';' (quote each argument where a shell would read ';')."""
+        driver = self.driver_cuda(jetpack)
+        jp, cuda = driver if driver else ("", "")
+        return (f"-DCMAKE_CUDA_ARCHITECTURES={self.cuda_archs_cmake}", f"-DDVIT_PROFILE={self.name}",
+                f"-DDVIT_DEVICE_CUDA={cuda}", f"-DDVIT_DEVICE_JETPACK={jp}")
 
     def cuda_for(self, version: str) -> tuple[str, ...]:
         """CUDA releases that come with backend `version` on this target (empty if it is not supported)."""
@@ -399,10 +441,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     parser.add_argument("--cuda-archs", metavar="NAME", default=None,
                         help="print NAME's plugin CUDA architectures, semicolon-separated (for CMake/make)")
+    parser.add_argument("--cmake-args", metavar="NAME", default=None,
+                        help="print the -D options that plugins/CMakeLists.txt takes from NAME's profile (CUDA "
+                             "architectures; on a Jetson the CUDA of its JetPack's driver), space-separated")
+    parser.add_argument("--jetpack", metavar="VERSION", default=None,
+                        help="with --cmake-args: the JetPack the Jetson runs (default: the oldest its profile lists)")
     parser.add_argument("--dir", default=None, help=f"profile directory (default: targets/, or ${ENV_DIR})")
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.jetpack and not args.cmake_args:
+        raise ConfigError("--jetpack goes with --cmake-args NAME")
+    if args.cmake_args:
+        print(" ".join(load_target(args.cmake_args, args.dir).cmake_args(args.jetpack)))
+        return 0
     if args.cuda_archs:
         print(load_target(args.cuda_archs, args.dir).cuda_archs_cmake)
         return 0

@@ -9,7 +9,7 @@ Semantics (those of plugins/topkGatherPlugin): scores [B, N] (float32/float16), 
 ONNX Runtime route: onnxruntime-extensions' PyOp runs a Python function as a custom operator of the domain
 "ai.onnx.contrib". ort_model() makes a copy of a plugin graph whose DvitTopKGather nodes are moved to that domain
 (the op type gets a dtype suffix, since a PyOp declares fixed input types), and the session factory
-(pipeline.runners.onnxrt.session) opens it with the
+(pipeline.backend.onnxruntime.runner.session) opens it with the
 reference registered. Everything else in the graph runs in ONNX Runtime's own kernels, unchanged.
 """
 from __future__ import annotations

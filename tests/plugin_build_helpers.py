@@ -2,16 +2,21 @@
 
 One build directory per pytest session: configured first without TensorRT (the kernel library, the CPU emulation of
 the kernel), then reconfigured once per TensorRT header set. A reconfigure recompiles only what depends on the
-TensorRT headers (the plugin object, the registration unit, the plugin host test); each set's outputs are copied to
-their own folder, so every header set stays testable after the next one was built. Results are cached here, at
-module level, so that both test modules reuse the same builds.
+TensorRT headers (plugins/common/, the entry points in plugins/api/, each op's plugin object, the plugin host test);
+each set's outputs are copied to their own folder, so every header set stays testable after the next one was built.
+Results are cached here, at module level, so that both test modules reuse the same builds.
+
+The device options CMake takes come from the target profiles (`python -m pipeline.targets --cmake-args NAME`, what
+`make plugins TARGET=NAME` passes): profile_cmake_args() reads them the same way.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -67,6 +72,31 @@ def cmake_build(build_dir: Path, *options: str, configure_only: bool = False) ->
         if proc.returncode != 0:
             pytest.fail(f"build failed (exit {proc.returncode}):\n{''.join(log)[-6000:]}")
     return "".join(log)
+
+
+def profile_cmake_args(name: str, *extra: str, env: dict[str, str] | None = None) -> list[str]:
+    """The -D options `make plugins TARGET=name` gives CMake (pipeline.targets --cmake-args name [extra...])."""
+    proc = subprocess.run([sys.executable, "-m", "pipeline.targets", "--cmake-args", name, *extra], cwd=REPO,
+                          capture_output=True, text=True, timeout=60, check=False, env=env)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.split()
+
+
+def configure(build_dir: Path, *options: str) -> tuple[int, str]:
+    """Configures plugins/ in build_dir with this machine's nvcc (no -DCMAKE_CUDA_ARCHITECTURES of its own: the
+    options say); returns (exit code, log) and never fails the test itself."""
+    compiler = require_tools()
+    log: list[str] = []
+    proc = run_logged(["cmake", "-S", str(PLUGINS), "-B", str(build_dir), f"-DCMAKE_CUDA_COMPILER={compiler}",
+                       *options], log)
+    return proc.returncode, "".join(log)
+
+
+def nvcc_major() -> int:
+    out = subprocess.run([require_tools(), "--version"], capture_output=True, text=True, check=True).stdout
+    found = re.search(r"release (\d+)\.", out)
+    assert found, out
+    return int(found.group(1))
 
 
 def exported(lib: Path, undefined: bool = False) -> set[str]:

@@ -6,6 +6,10 @@ ssh-keygen in DIR, authorized_keys in DIR, PidFile in DIR, UsePAM no and StrictM
 running the tests (root may log in with a key only). It waits, bounded, until the port answers with an SSH
 banner; every problem becomes a `SshdUnavailable` whose message says why (the tests skip with it). `stop()` ends
 only the server it started, by its pid.
+
+Every command a client asks the server to run is recorded before it runs (`commands()`, in order): sshd's
+ForceCommand is a small sh script that appends $SSH_ORIGINAL_COMMAND to DIR/commands.log (NUL-terminated) and
+then runs it with the user's shell, as sshd itself would.
 """
 from __future__ import annotations
 
@@ -20,6 +24,12 @@ from pathlib import Path
 
 SSHD = os.environ.get("DVIT_TEST_SSHD", "/usr/sbin/sshd")
 APT_LINE = "apt-get install -y openssh-server rsync"
+COMMAND_LOG = "commands.log"
+# sshd runs ForceCommand with the user's shell; this records the client's command, then runs it the same way.
+RECORDER = """#!/bin/sh
+printf '%s\\0' "$SSH_ORIGINAL_COMMAND" >> {log}
+exec "${{SHELL:-/bin/sh}}" -c "$SSH_ORIGINAL_COMMAND"
+"""
 
 
 class SshdUnavailable(RuntimeError):
@@ -43,6 +53,11 @@ class Sshd:
     def log(self) -> str:
         p = self.dir / "sshd.log"
         return p.read_text(errors="replace") if p.is_file() else ""
+
+    def commands(self) -> list[str]:
+        """Every command run through this server so far, in order, as the client sent it."""
+        p = self.dir / COMMAND_LOG
+        return p.read_text(errors="replace").split("\0")[:-1] if p.is_file() else []
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None
@@ -107,6 +122,9 @@ def start_sshd(directory: Path) -> Sshd:
         # sshd's privilege separation directory; the Debian package creates it at boot (tmpfiles.d)
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
     port = free_port()
+    recorder = d / "record-command"
+    recorder.write_text(RECORDER.format(log=d / COMMAND_LOG))
+    os.chmod(recorder, 0o755)
     (d / "sshd_config").write_text("\n".join([
         "ListenAddress 127.0.0.1",
         f"Port {port}",
@@ -125,6 +143,7 @@ def start_sshd(directory: Path) -> Sshd:
         "X11Forwarding no",
         "AllowTcpForwarding no",
         "PrintMotd no",
+        f"ForceCommand {recorder}",
         "LogLevel VERBOSE",
         "",
     ]))

@@ -28,13 +28,13 @@ from plugin_build_helpers import build_plugin, header_set_id, headers_major, trt
 from test_precision import tiny_model
 
 from pipeline import plugin_pass, precision
+from pipeline.backend.tensorrt.plan_header import read_plan_header
 from pipeline.build import BuildResult, build_engines
 from pipeline.build.cache import EngineCache
 from pipeline.cli import main as dvit
 from pipeline.errors import DvitError, ManifestError
 from pipeline.graphset import GraphSet
 from pipeline.io import sha256_file
-from pipeline.plan_header import read_plan_header
 from pipeline.targets import load_target
 
 REPO = Path(__file__).resolve().parents[1]
@@ -190,9 +190,9 @@ def test_engines_show_what_the_graphs_say(sets: dict[str, Path], name: str, plug
         assert bool(e.info["notes"]) == ("int8" in stage_p)
 
     # `dvit report` reads the layer reports beside the engines
-    from pipeline import report as report_stage
+    from pipeline.report.engines import parse_layer_report
 
-    parsed = report_stage.parse_layer_report(layer_report(r, "stage1"))
+    parsed = parse_layer_report(layer_report(r, "stage1"))
     assert parsed["layers"] == got["stage1"].info["layer_summary"]["layers"]
     assert ("fp16" in parsed["precisions"]) == (precisions[1] == "fp16")
 
@@ -319,7 +319,7 @@ def test_timing_cache_is_written_under_the_lock_and_read_back(sets: dict[str, Pa
     the timings speed up a full TensorRT build is not tested here."""
     from dataclasses import replace
 
-    from pipeline import trt_backend
+    from pipeline.backend import tensorrt as trt_backend
     from pipeline.build import _Builder
     from pipeline.build.cache import LOCK_NAME
 

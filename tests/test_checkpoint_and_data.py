@@ -166,6 +166,33 @@ def test_imagenet_style_folders(tmp_path: Path) -> None:
     assert val.images.shape == (2, 3, 28, 28) and val.classes == ("a", "b")
 
 
+def test_verification_data_of_an_imagenet_style_tree(tmp_path: Path) -> None:
+    """The export's verification images from a train/ + val/ tree: the first files of val/, labelled by train's
+    classes, decoded alone (a broken file elsewhere in val/ or train/ is never opened), to the model's shape."""
+    from pipeline.data import verification_data
+
+    for c in ("a", "b", "c"):
+        _write_png(tmp_path / "train" / c / "0.png", 50)
+        for i in range(3):
+            _write_png(tmp_path / "val" / c / f"{i}.png", 60 * i, size=40)
+    (tmp_path / "train" / "a" / "broken.png").write_bytes(b"\x89PNG not really")
+    (tmp_path / "val" / "c" / "2.png").write_bytes(b"\x89PNG not really")
+    cfg = TINY.replace(in_chans=3, img_size=32, num_classes=3)
+    v = verification_data(cfg, 5, str(tmp_path))
+    assert v.images.shape == (5, 3, 32, 32) and v.images.dtype == torch.float32
+    assert v.split == "val" and v.decoded == 5 and v.chosen_by == "--data"
+    assert v.files == ["val/a/0.png", "val/a/1.png", "val/a/2.png", "val/b/0.png", "val/b/1.png"]
+    assert v.source == f"folder:{tmp_path.resolve()}" and v.normalization["from"] == "these images"
+    # More images asked for than the split has: the decoded ones repeat, none is decoded twice.
+    w = verification_data(cfg, 12, str(tmp_path / "val"), {"mean": [0.5] * 3, "std": [0.25] * 3})
+    assert w.decoded == 1 and w.images.shape[0] == 12 and torch.equal(w.images[0], w.images[11])
+    assert w.normalization == {"mean": [0.5] * 3, "std": [0.25] * 3, "from": "checkpoint"}
+    # A model whose input Fashion-MNIST cannot feed, and nothing else to go on: seeded noise, said so.
+    n = verification_data(cfg, 2)
+    assert n.source == "seeded random normal images" and n.split is None and "--data DIR" in n.why
+    assert torch.equal(n.images, verification_data(cfg, 2).images)
+
+
 def test_cli_reports_bad_input_in_one_line(tmp_path: Path) -> None:
     r = subprocess.run(
         [sys.executable, "-m", "pipeline.cli", "train", "--mode", "student", "--keep-ratio", "1.5", "--out",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -26,12 +27,16 @@ STAGES = {"train", "evaluate", "export", "precision", "plugin_pass", "reference"
 # What a Jetson imports to build and validate: none of it may need torch, timm or ModelOpt.
 DEVICE_MODULES = [
     "pipeline.graphset", "pipeline.image_slice", "pipeline.runners", "pipeline.runners.base", "pipeline.runners.chain",
-    "pipeline.runners.onnxrt", "pipeline.runners.recorded", "pipeline.comparison.metrics",
+    "pipeline.runners.recorded", "pipeline.comparison.metrics",
     "pipeline.comparison.thresholds", "pipeline.comparison.driver", "pipeline.validate", "pipeline.validate.tables",
-    "pipeline.targets", "pipeline.trt_backend", "pipeline.plan_header", "pipeline.report", "pipeline.latency",
-    "pipeline.latency.timing", "pipeline.latency.cpu_pool", "pipeline.latency.flops", "pipeline.runners.tensorrt",
-    "pipeline.cuda_buffers", "pipeline.deploy", "pipeline.build", "pipeline.build.cache", "pipeline.build.layers",
-    "pipeline.build.plugin_lib", "pipeline.inspect_engine", "pipeline.cli",
+    "pipeline.targets", "pipeline.report", "pipeline.latency", "pipeline.latency.timing", "pipeline.latency.flops",
+    "pipeline.backend", "pipeline.backend.onnxruntime", "pipeline.backend.onnxruntime.runner",
+    "pipeline.backend.onnxruntime.pools", "pipeline.backend.onnxruntime.plugins", "pipeline.backend.tensorrt",
+    "pipeline.backend.tensorrt.capabilities", "pipeline.backend.tensorrt.loader", "pipeline.backend.tensorrt.builder",
+    "pipeline.backend.tensorrt.plan_header", "pipeline.backend.tensorrt.plugins", "pipeline.backend.tensorrt.cuda",
+    "pipeline.backend.tensorrt.runner",
+    "pipeline.deploy", "pipeline.build", "pipeline.build.cache", "pipeline.build.layers",
+    "pipeline.inspect_engine", "pipeline.cli",
 ]
 BLOCKER = """
 import importlib.abc, sys
@@ -134,7 +139,18 @@ def test_one_session_factory_one_chain_runner_one_driver() -> None:
     def where(pattern: str) -> list[str]:
         return sorted(str(p.relative_to(REPO)) for p in PIPELINE.rglob("*.py") if pattern in p.read_text())
 
-    assert where("InferenceSession(") == ["pipeline/runners/onnxrt.py"]
+    assert where("InferenceSession(") == ["pipeline/backend/onnxruntime/runner.py"]
+    # one plugin loader with one once-per-process registry, one runner factory
+    assert where(".load_library(") == ["pipeline/backend/tensorrt/plugins.py"]
+    assert where("register_custom_ops_library(") == ["pipeline/backend/onnxruntime/plugins.py"]
+    def made(cls: str) -> list[str]:  # where a runner class is instantiated (not defined)
+        call = re.compile(rf"(?<!class ){cls}\(")
+        return sorted(str(p.relative_to(REPO)) for p in PIPELINE.rglob("*.py") if call.search(p.read_text()))
+
+    assert made("TensorRTRunner") == ["pipeline/backend/__init__.py"]
+    assert made("OnnxRuntimeRunner") == sorted(["pipeline/backend/__init__.py", "pipeline/backend/onnxruntime/runner.py",
+                                               "pipeline/export/verify.py", "pipeline/precision/calibration.py",
+                                               "pipeline/precision/modelopt_steps.py"])
     assert where("class StageChain") == ["pipeline/runners/chain.py"]
     assert where("def compare(") == ["pipeline/comparison/driver.py", "pipeline/export/verify.py"]
     # export's gate is the exporter's own check (near-ties of keep scores), not a second validation driver:

@@ -5,12 +5,17 @@ plugin is built with this machine's nvcc against NVIDIA's public TensorRT header
 one CUDA architecture), and with no GPU here the remote validation runs the shipped ONNX graph set in ONNX Runtime
 against the recorded reference (the engines could not run, which the deploy records). Without sshd (`apt-get
 install -y openssh-server rsync`) these tests skip and say why. The device-fit checks run on captured tool output.
+The test server records every command it is asked to run (sshd_fixture), so the tests see exactly what a deploy
+executed on the device.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
+import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -20,8 +25,10 @@ import pytest
 from sshd_fixture import APT_LINE, Sshd, SshdUnavailable, closed_port, start_sshd
 from test_precision import make_tiny_export
 
-from pipeline.deploy import DeployError, deploy, preflight, remote
+from pipeline import cli
+from pipeline.deploy import DeployError, DeployOptions, DeployResult, deploy, preflight, remote
 from pipeline.deploy import bundle as bundle_mod
+from pipeline.deploy.render import Renderer
 from pipeline.errors import ConfigError, DvitError
 from pipeline.targets import load_target
 
@@ -87,17 +94,17 @@ def art(tmp_path_factory: pytest.TempPathFactory) -> dict:
             "source": source}
 
 
-def kwargs(server: Sshd, art: dict, device: Path, results: Path, **extra: object) -> dict:
+def options(server: Sshd, art: dict, device: Path, results: Path, **extra: object) -> DeployOptions:
     kw: dict = {
-        "target": "desktop-rtx", "host": server.host, "port": server.port, "identity": str(server.identity),
-        "known_hosts": str(server.known_hosts), "reference": art["ref"], "remote_dir": str(device),
-        "remote_python": sys.executable, "out": results,
+        "graphs": art["export"], "target": "desktop-rtx", "host": server.host, "port": server.port,
+        "identity": str(server.identity), "known_hosts": str(server.known_hosts), "reference": art["ref"],
+        "remote_dir": str(device), "remote_python": sys.executable, "out": results,
         "tensorrt_root": str(HEADERS) if HAVE_HEADERS else None, "cuda_archs": "86", "jobs": 2,
         "source": art["source"], "progress": False,
         # short latency runs, for when the device's dvit has `latency`
-        "latency_args": "--duration-s 0.2 --warmup-s 0.05 --min-iters 3 --rounds 1"}
+        "latency_args": ("--duration-s", "0.2", "--warmup-s", "0.05", "--min-iters", "3", "--rounds", "1")}
     kw.update(extra)
-    return kw
+    return DeployOptions(**kw)
 
 
 @pytest.fixture(scope="module")
@@ -105,8 +112,10 @@ def runs(sshd: Sshd, art: dict, tmp_path_factory: pytest.TempPathFactory) -> dic
     """Four deploys to one device: first, one graph changed, a corrupted graph (fails), --only-validate."""
     base = tmp_path_factory.mktemp("device")
     device, results = base / "dvit-deploy", base / "results"
-    kw = kwargs(sshd, art, device, results)
-    first = deploy(art["export"], **kw)
+    opts = options(sshd, art, device, results)
+    before = len(sshd.commands())
+    first = deploy(opts)
+    executed = sshd.commands()[before:]  # what the first deploy ran on the device, in order
     current_after_first = os.readlink(device / "current")
     one = device / "releases" / first.release
     # what the first release holds on the device (the last deploy prunes it: --keep-releases 3)
@@ -114,19 +123,20 @@ def runs(sshd: Sshd, art: dict, tmp_path_factory: pytest.TempPathFactory) -> dic
             "steps_log": (one / "out" / "steps.log").read_text(),
             "validation": json.loads((one / "out" / "validation.json").read_text()),
             "plugin_lib": (one / "out" / "plugins" / "libdvit_trt_plugins.so").is_file(),
-            "report": (one / "out" / "report").is_dir()}
-    second = deploy(art["changed"], **kw)
+            "report": (one / "out" / "report").is_dir(), "executed": executed}
+    second = deploy(dataclasses.replace(opts, graphs=art["changed"]))
     current_after_second = os.readlink(device / "current")
     two = device / "releases" / second.release
     files = ("graphs/b4/stage0.onnx", "pipeline/graphset.py", "plugins/CMakeLists.txt", "reference/ref.npz",
              "graphs/b4/stage3.onnx")
     seen["inodes"] = {f: ((one / f).stat().st_ino, (two / f).stat().st_ino) for f in files}
     with pytest.raises(DeployError) as failure:
-        deploy(art["corrupt"], **kw)
+        deploy(dataclasses.replace(opts, graphs=art["corrupt"]))
     current_after_failure = os.readlink(device / "current")
     (failure_release,) = set(os.listdir(device / "releases")) - {first.release, second.release}
-    again = deploy(art["changed"], **{**kw, "only_validate": True})
-    return {"device": device, "results": results, "first": first, "second": second, "failure": failure.value,
+    again = deploy(dataclasses.replace(opts, graphs=art["changed"], only_validate=True))
+    return {"options": opts, "device": device, "results": results, "first": first, "second": second,
+            "failure": failure.value,
             "seen": seen, "failure_release": failure_release,
             "again": again, "current": [current_after_first, current_after_second, current_after_failure,
                                         os.readlink(device / "current")]}
@@ -241,18 +251,178 @@ def test_only_validate_reuses_the_current_release(runs: dict) -> None:
     assert releases == sorted([runs["second"].release, runs["failure_release"], r.release])
 
 
+def _renderer(opts: DeployOptions, release: str) -> Renderer:
+    """The renderer a deploy of `opts` uses for `release`."""
+    tgt = load_target(opts.target)
+    return Renderer(opts, tgt, remote.Layout.make(opts.remote_dir, release),
+                    bundle_mod.plan(opts.graphs, tgt, opts.reference, repo=opts.source))
+
+
+def _listing(out: str) -> list[tuple[str, str]]:
+    """A dry run's output as (title, command) pairs, in order: a header, then '# title\\ncommand' blocks."""
+    blocks = out.split("\n\n")
+    assert blocks[0].startswith("dvit deploy --dry-run: ") and blocks[-1] == "", out[-500:]
+    pairs = [tuple(b.split("\n", 1)) for b in blocks[1:-1]]
+    assert all(len(p) == 2 and p[0].startswith("# ") for p in pairs), pairs
+    return [(t[2:], c) for t, c in pairs]
+
+
+def _scripts(executed: list[str]) -> list[str]:
+    """The POSIX-sh scripts among the commands the test server ran (Ssh.run sends `sh -c SCRIPT`)."""
+    scripts = []
+    for c in executed:
+        if c.startswith("sh -c "):
+            argv = shlex.split(c)
+            assert len(argv) == 3, c
+            scripts.append(argv[2])
+    return scripts
+
+
+def _same_but_device(printed: str, run: str, r: Renderer, facts: preflight.DeviceFacts, ran: dict) -> bool:
+    """Whether the dry run's `printed` command is the command `run`, but for the values the device decides
+    (`Renderer.decided`), each of which may stand for anything there where the dry run shows what decides it."""
+    dry, known = r.decided(), r.decided(facts, ran)
+    unknown = sorted({str(v) for k, v in dry.items() if str(v) and str(v) != str(known[k])}, key=len, reverse=True)
+    if not unknown:
+        return printed == run
+    parts = re.split("|".join(map(re.escape, unknown)), printed)
+    return re.fullmatch(".*?".join(map(re.escape, parts)), run, re.DOTALL) is not None
+
+
+def test_the_run_executes_exactly_what_the_renderer_renders(runs: dict) -> None:
+    """The device received the preflight script, the release directory, each step (wrapped) or its skip line, as
+    the one renderer renders them for these options and the device's facts, and two rsync transfers: nothing else."""
+    first: DeployResult = runs["first"]
+    r = _renderer(runs["options"], first.release)
+    assert first.results_dir is not None
+    facts = preflight.parse_facts((first.results_dir / "preflight.txt").read_text())
+    expected, ran = [r.preflight(), r.release_dir()], dict[str, str]()
+    for i, step in enumerate(remote.STEPS, start=1):
+        rec = first.step(step.name)
+        assert rec is not None
+        if rec.status == "skipped":
+            expected.append(r.skipped(step, rec.reason or ""))
+        else:
+            assert rec.command == r.step(step, facts, ran)
+            expected.append(r.wrapped(step, i, rec.command))
+        ran[step.name] = rec.status
+    executed = runs["seen"]["executed"]
+    assert _scripts(executed) == expected
+    assert [c.split()[:2] for c in executed if not c.startswith("sh -c ")] == [["rsync", "--server"]] * 2
+
+
+def test_dry_run_prints_exactly_the_commands_the_run_executes(runs: dict, capsys: pytest.CaptureFixture) -> None:
+    """The first deploy's options with --dry-run print the very commands that deploy ran (see the test above);
+    only what the device decides (its nvcc and headers, a GPU, how the steps before went) reads as what decides it."""
+    first: DeployResult = runs["first"]
+    capsys.readouterr()
+    dry = deploy(dataclasses.replace(runs["options"], dry_run=True))
+    out = capsys.readouterr().out.replace(dry.release, first.release)
+    listed = _listing(out)
+    assert [c for _, c in listed] == [c.replace(dry.release, first.release) for c in dry.commands]
+    steps = remote.STEPS
+    assert [t.split(":")[0] for t in (t for t, _ in listed[3:3 + len(steps)])] == [f"step {s.name}" for s in steps]
+
+    executed = _scripts(runs["seen"]["executed"])
+    assert listed[0] == ("1. preflight (reads only)", executed[0].strip())
+    assert listed[1] == ("2. a fresh release directory", executed[1])
+    assert listed[3 + len(steps)][1] == executed[2]  # the wrapped form, shown for the first step, as run
+    r = _renderer(runs["options"], first.release)
+    assert first.results_dir is not None
+    facts = preflight.parse_facts((first.results_dir / "preflight.txt").read_text())
+    ran: dict[str, str] = {}
+    compared = []
+    for step, (_, printed) in zip(steps, listed[3:3 + len(steps)], strict=True):
+        rec = first.step(step.name)
+        assert rec is not None
+        if rec.command is not None:
+            assert _same_but_device(printed, rec.command, r, facts, ran), (printed, rec.command)
+            compared.append(step.name)
+        ran[step.name] = rec.status
+    assert {"verify", "commands", "validate", "switch", "prune"} <= set(compared)
+    # what the options decide is the same in both: only the device's values differ
+    dry_ctx, run_ctx = r.context(), r.context(facts, ran)
+    assert {k: v for k, v in dry_ctx.items() if k not in r.decided()} == \
+        {k: v for k, v in run_ctx.items() if k not in r.decided()}
+
+
 def test_dry_run_prints_every_remote_command_and_runs_none(art: dict, tmp_path: Path, sshd: Sshd,
                                                            capsys: pytest.CaptureFixture) -> None:
-    kw = kwargs(sshd, art, tmp_path / "device", tmp_path / "results", port=closed_port(), progress=True)
-    r = deploy(art["export"], dry_run=True, **kw)
+    opts = options(sshd, art, tmp_path / "device", tmp_path / "results", port=closed_port(), progress=True,
+                   dry_run=True)
+    before = len(sshd.commands())
+    r = deploy(opts)
     out = capsys.readouterr().out
     assert r.status == "dry-run" and not (tmp_path / "device").exists() and not (tmp_path / "results").exists()
+    assert len(sshd.commands()) == before
     for step in remote.STEPS:
         assert f"# step {step.name}:" in out
     for needle in ("cat /etc/nv_tegra_release", "nvpmodel -q", "jetson_clocks --show",
                    "sha256sum -c --quiet SHA256SUMS", "--link-dest=../../current/",
-                   "-m pipeline.cli validate", "mv -T", "rsync"):
+                   "-m pipeline.cli validate", "mv -T", "rsync",
+                   " --duration-s 0.2 --warmup-s 0.05 --min-iters 3 --rounds 1 "):
         assert needle in out, needle
+
+
+# ---------------------------------------------------------------------------------------------- the command line
+DEPLOY_FLAGS = ("--help", "--graphs", "--target", "--host", "--port", "--identity", "--reference", "--remote-dir",
+                "--remote-python", "--out", "--dry-run", "--no-build", "--only-validate", "--no-progress",
+                "--host-key-check", "--known-hosts", "--connect-timeout", "--ssh-option", "--tensorrt-root",
+                "--cuda-archs", "--need-disk-mb", "--keep-releases", "--tegrastats-interval", "--jobs",
+                "--latency-args")
+
+
+def _parse(*argv: str) -> DeployOptions:
+    return DeployOptions.from_args(cli.build_parser("deploy").parse_args(["deploy", *argv]))
+
+
+def test_help_lists_every_option_once() -> None:
+    r = subprocess.run([sys.executable, "-m", "pipeline.cli", "deploy", "--help"], cwd=REPO, capture_output=True,
+                       text=True, timeout=120, check=False, env={**os.environ, "COLUMNS": "120"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    options_part = r.stdout.split("\noptions:\n", 1)[1]
+    listed = re.findall(r"^  (?:-h, )?(--[a-z-]+)", options_part, re.MULTILINE)
+    assert sorted(listed) == sorted(DEPLOY_FLAGS) and len(listed) == len(set(listed)), listed
+    usage = r.stdout.split("\n\n", 1)[0]
+    for flag in DEPLOY_FLAGS[1:]:
+        assert len(re.findall(rf"(?<![a-z-]){re.escape(flag)}(?![a-z-])", usage)) == 1, flag
+    assert "--no-progress         print only warnings, errors and the result" in options_part
+
+
+def test_options_come_from_the_command_line_once() -> None:
+    # the defaults of the command line are the defaults of DeployOptions
+    assert _parse("--graphs", "g", "--target", "t", "--host", "h") == DeployOptions(graphs=Path("g"), target="t",
+                                                                                  host="h")
+    # every option set: each field (but the API-only `source`) comes from its own flag
+    full = _parse("--graphs", "g", "--target", "t", "--host", "u@h", "--port", "2222", "--identity", "k",
+                  "--reference", "r.npz", "--remote-dir", "/d", "--remote-python", "/py", "--out", "o", "--dry-run",
+                  "--no-build", "--only-validate", "--no-progress", "--host-key-check", "yes", "--known-hosts", "kh",
+                  "--connect-timeout", "3", "--ssh-option", "A=1", "--ssh-option", "B=2", "--tensorrt-root", "/trt",
+                  "--cuda-archs", "87", "--need-disk-mb", "5.5", "--keep-releases", "2", "--tegrastats-interval",
+                  "50", "--jobs", "4", "--latency-args", "--duration-s 5 --note 'a b'")
+    assert full == DeployOptions(
+        graphs=Path("g"), target="t", host="u@h", port=2222, identity="k", reference=Path("r.npz"), remote_dir="/d",
+        remote_python="/py", out=Path("o"), dry_run=True, build=False, only_validate=True, progress=False,
+        host_key_check="yes", known_hosts="kh", connect_timeout=3, ssh_options=("A=1", "B=2"), tensorrt_root="/trt",
+        cuda_archs="87", need_disk_mb=5.5, keep_releases=2, tegrastats_ms=50, jobs=4,
+        latency_args=("--duration-s", "5", "--note", "a b"))
+    default = DeployOptions(graphs=Path("x"), target="x", host="x")
+    same = [f.name for f in dataclasses.fields(DeployOptions) if getattr(full, f.name) == getattr(default, f.name)]
+    assert same == ["source"]
+    assert not full.building and DeployOptions(graphs=Path("g"), target="t", host="h", build=True).building
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        full.port = 22  # type: ignore[misc]
+
+
+def test_command_line_errors(art: dict, capsys: pytest.CaptureFixture) -> None:
+    argv = ["deploy", "--graphs", str(art["export"]), "--target", "desktop-rtx", "--host", "u@127.0.0.1",
+            "--dry-run"]
+    assert cli.main([*argv, "--latency-args", "--note 'unclosed"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("dvit deploy: error: --latency-args \"--note 'unclosed\": No closing quotation") and \
+        err.count("\n") == 1, err
+    assert cli.main([*argv, "--keep-releases", "0"]) == 2
+    assert capsys.readouterr().err == "dvit deploy: error: --keep-releases 0: keep at least 1\n"
 
 
 # ---------------------------------------------------------------------------------------------- bad input
@@ -261,46 +431,48 @@ def _nothing_left(tmp_path: Path) -> None:
 
 
 def test_unreachable_host(art: dict, tmp_path: Path, sshd: Sshd) -> None:
-    kw = kwargs(sshd, art, tmp_path / "device", tmp_path / "results", port=closed_port(), connect_timeout=5)
+    opts = options(sshd, art, tmp_path / "device", tmp_path / "results", port=closed_port(), connect_timeout=5)
     with pytest.raises(DvitError, match=r"^cannot reach 127\.0\.0\.1:\d+: connection refused \(is sshd running"):
-        deploy(art["export"], **kw)
+        deploy(opts)
     _nothing_left(tmp_path)
 
 
 def test_refused_key(art: dict, tmp_path: Path, sshd: Sshd) -> None:
-    kw = kwargs(sshd, art, tmp_path / "device", tmp_path / "results", identity=str(sshd.stranger))
+    opts = options(sshd, art, tmp_path / "device", tmp_path / "results", identity=str(sshd.stranger))
     with pytest.raises(DvitError, match=r"refused the key .*stranger_ed25519: add its public key to "
                                         r"~/\.ssh/authorized_keys on the device"):
-        deploy(art["export"], **kw)
+        deploy(opts)
     _nothing_left(tmp_path)
 
 
 def test_unknown_target(art: dict, tmp_path: Path, sshd: Sshd) -> None:
-    kw = kwargs(sshd, art, tmp_path / "device", tmp_path / "results", target="orin-nanoo")
+    opts = options(sshd, art, tmp_path / "device", tmp_path / "results", target="orin-nanoo")
     with pytest.raises(ConfigError, match=r"unknown target 'orin-nanoo' \(did you mean orin-nano\?\)"):
-        deploy(art["export"], **kw)
+        deploy(opts)
     _nothing_left(tmp_path)
 
 
 def test_full_disk_on_the_device(art: dict, tmp_path: Path, sshd: Sshd) -> None:
-    kw = kwargs(sshd, art, tmp_path / "device", tmp_path / "results", need_disk_mb=2**30)
+    opts = options(sshd, art, tmp_path / "device", tmp_path / "results", need_disk_mb=2**30)
     with pytest.raises(DvitError, match=r"^device has \d+ MB free in .*/device, the bundle needs 1073741824 MB: "
                                         r"free space or pass --remote-dir$"):
-        deploy(art["export"], **kw)
+        deploy(opts)
     _nothing_left(tmp_path)
 
 
 def test_bad_options(art: dict, tmp_path: Path, sshd: Sshd) -> None:
-    kw = kwargs(sshd, art, tmp_path / "device", tmp_path / "results")
+    opts = options(sshd, art, tmp_path / "device", tmp_path / "results")
     with pytest.raises(ConfigError, match="--remote-dir 'a b': use a plain path"):
-        deploy(art["export"], **{**kw, "remote_dir": "a b"})
+        deploy(dataclasses.replace(opts, remote_dir="a b"))
     with pytest.raises(ConfigError, match="--only-validate needs --reference"):
-        deploy(art["export"], **{**kw, "reference": None, "only_validate": True})
+        deploy(dataclasses.replace(opts, reference=None, only_validate=True))
     with pytest.raises(ConfigError, match="--identity .*: no such key file"):
-        deploy(art["export"], **{**kw, "identity": str(tmp_path / "nokey")})
+        deploy(dataclasses.replace(opts, identity=str(tmp_path / "nokey")))
     with pytest.raises(DvitError, match="--no-build reuses the engines of the current release, but 127.0.0.1 has "
                                         "none"):
-        deploy(art["export"], **{**kw, "build": False})
+        deploy(dataclasses.replace(opts, build=False))
+    with pytest.raises(TypeError, match="latency_args is a sequence"):
+        dataclasses.replace(opts, latency_args="--duration-s 5")  # type: ignore[arg-type]
     _nothing_left(tmp_path)
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import collections
+import functools
 import shutil
 from pathlib import Path
 
@@ -12,13 +13,14 @@ import torch
 from tiny_models import TINY, trained_like
 
 from pipeline import cli, export, onnx_utils, opscan
+from pipeline.backend.onnxruntime.runner import OnnxRuntimeRunner
+from pipeline.backend.onnxruntime.runner import run as run_onnx
 from pipeline.checkpoint import save_checkpoint
 from pipeline.data import load_fashion_mnist
 from pipeline.errors import CheckpointError, ConfigError, DvitError, ManifestError
+from pipeline.image_index import folder_split
 from pipeline.manifest import read_manifest
 from pipeline.model import DynamicViT, select_tokens
-from pipeline.runners.onnxrt import OnnxRuntimeRunner
-from pipeline.runners.onnxrt import run as run_onnx
 
 
 def tiny_student(seed: int = 0) -> DynamicViT:
@@ -101,6 +103,10 @@ def test_layout_and_manifest(exported: export.ExportResult, ckpts: dict[str, Pat
         assert g["fused"]["stage_prefixes"] == {str(i): f"/stage{i}/" for i in range(4)}
         assert g["teacher"]["file"] == f"b{b}/teacher.onnx"
         assert g["teacher"]["outputs"] == [{"name": "logits", "shape": [b, 10], "dtype": "float32"}]
+    # Which data verified the graphs: the checkpoint names none and the model takes Fashion-MNIST whole.
+    v = m["verification"]["data_source"]
+    assert v["source"].startswith("fashion-mnist:") and v["split"] == "test" and v["chosen_by"] == "default"
+    assert v["images"] == 8 and v["decoded"] == 8 and "Fashion-MNIST" in v["why"]
 
 
 def test_graphs_are_static_checked_and_scan_clean(exported: export.ExportResult) -> None:
@@ -308,3 +314,122 @@ def test_check_selection_accepts_only_near_ties() -> None:
     want2 = [np.array([[0, 1, 2]]), np.array([[0, 1]])]  # stage 2 keeps tokens 0 and 1 (ids 0, 1)
     got2 = [np.array([[0, 2, 1]]), np.array([[0, 2]])]  # ORT: ids 0, 2, 1 -> its indices 0, 2 are ids 0, 1
     assert export.check_selection(got2, want2, two, "g").status == ["tie-order"]
+
+
+# ---- which data verifies the graphs: --data decodes only the files it needs, and a misfit is refused ----
+THREE = TINY.replace(num_classes=3)
+
+
+def _image_folder(root: Path, per_class: int, classes: int = 3, size: int = 300, seed: int = 0) -> list[Path]:
+    """Real JPEG files, `size` x `size` RGB, one folder per class: a class colour, a gradient and noise."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    ramp = np.linspace(0, 60, size, dtype=np.float32)
+    paths = []
+    for c in range(classes):
+        (root / f"c{c}").mkdir(parents=True)
+        for i in range(per_class):
+            img = 40.0 + 60 * c + ramp[None, :, None] + rng.normal(0, 25, (size, size, 3)).astype(np.float32)
+            paths.append(root / f"c{c}" / f"{i:04d}.jpg")
+            Image.fromarray(img.clip(0, 255).astype(np.uint8)).save(paths[-1], quality=90)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def three_class(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A 3-class 1x28x28 student (not Fashion-MNIST's 10) and a 300-image folder of 300x300 JPEGs for it."""
+    d = tmp_path_factory.mktemp("three")
+    torch.manual_seed(3)
+    save_checkpoint(d / "three.pt", trained_like(DynamicViT(THREE)))
+    _image_folder(d / "photos", per_class=100)
+    return {"ckpt": d / "three.pt", "photos": d / "photos", "dir": d}
+
+
+def test_data_folder_decodes_only_the_images_it_verifies_on(three_class: dict[str, Path], tmp_path: Path) -> None:
+    """--data DIR lists the folder and decodes the few files it verifies on (the first of its test split), never the
+    whole tree: with every other image made unreadable the export still runs, with the same figures. The manifest
+    says which data verified the graphs."""
+    photos = three_class["photos"]
+    every = sorted(photos.rglob("*.jpg"))
+    assert len(every) == 300
+    run = functools.partial(export.export, three_class["ckpt"], tmp_path / "out", batch_sizes="1,2", data=str(photos),
+                            verify_images=4, overwrite=True, progress=False)
+    intact = run().manifest
+    test_split = folder_split(photos, "test")  # the file index the export shares with training: lists, never decodes
+    used = {test_split.path(i) for i in range(4)}
+    for p in every:
+        if p not in used:
+            p.write_bytes(b"\xff\xd8 not a JPEG any more")
+    m = run().manifest  # decoding any other file would fail: "cannot read image ..."
+    for b in ("1", "2"):
+        for x, y in zip(intact["graphs"][b]["stages"], m["graphs"][b]["stages"]):
+            assert x["verification"] == y["verification"]
+    v = m["verification"]["data_source"]
+    assert v == intact["verification"]["data_source"]
+    assert v["source"] == f"folder:{photos.resolve()}" and v["split"] == "test" and v["chosen_by"] == "--data"
+    assert v["images"] == 4 and v["decoded"] == 4 and {photos / f for f in v["files"]} == used
+    assert v["normalization"]["from"] == "these images" and len(v["normalization"]["mean"]) == 1
+    assert str(photos.resolve()) in m["verification"]["data"]
+
+
+def test_checkpoint_names_the_data_it_was_trained_on(three_class: dict[str, Path], tmp_path: Path) -> None:
+    """Without --data, a checkpoint written by 'dvit train' is verified on the data it records, normalised as it
+    was trained; recorded data that is not on this machine is refused, naming --data."""
+    d = tmp_path / "photos"
+    _image_folder(d, per_class=10, size=40, seed=1)  # 30 images: 3 in the held-out test split
+    model = export.load_student(three_class["ckpt"])
+    record = {"loader": "memory", "source": f"folder:{d}", "classes": ["c0", "c1", "c2"], "mean": [0.4], "std": [0.2]}
+    save_checkpoint(tmp_path / "trained.pt", model, data=record)
+    r = export.export(tmp_path / "trained.pt", tmp_path / "out", batch_sizes="1", verify_images=2, progress=False)
+    v = r.manifest["verification"]["data_source"]
+    assert v["source"] == f"folder:{d.resolve()}" and v["chosen_by"] == "checkpoint" and v["decoded"] == 2
+    assert v["normalization"] == {"mean": [0.4], "std": [0.2], "from": "checkpoint"}
+    save_checkpoint(tmp_path / "elsewhere.pt", model, data=dict(record, source=f"folder:{tmp_path / 'gone'}"))
+    with pytest.raises(DvitError) as info:
+        export.export(tmp_path / "elsewhere.pt", tmp_path / "out2", batch_sizes="1", progress=False)
+    assert "\n" not in str(info.value) and "--data DIR" in str(info.value) and "gone" in str(info.value)
+    # Other class names than those it was trained on: refused.
+    save_checkpoint(tmp_path / "renamed.pt", model, data=dict(record, classes=["a", "b", "c"]))
+    with pytest.raises(DvitError, match="classes differ"):
+        export.export(tmp_path / "renamed.pt", tmp_path / "out3", batch_sizes="1", progress=False)
+    assert not (tmp_path / "out2").exists() and not (tmp_path / "out3").exists()
+
+
+@pytest.mark.parametrize("case", ["no --data", "--data fashion-mnist", "--data with 2 classes",
+                                  "--data 32x32 idx files for 28x28"])
+def test_images_that_do_not_fit_the_model_are_refused(case: str, three_class: dict[str, Path], tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """A 3-class model is not silently verified on Fashion-MNIST (10 classes), nor on a folder of another
+    class count: one line, naming --data, nothing written."""
+    ckpt, data = three_class["ckpt"], None
+    if case == "--data fashion-mnist":
+        data = "fashion-mnist"
+    elif case == "--data with 2 classes":
+        _image_folder(tmp_path / "two", per_class=3, classes=2, size=32)
+        data = str(tmp_path / "two")
+    elif case == "--data 32x32 idx files for 28x28":
+        ckpt = three_class["dir"] / "ten.pt"
+        if not ckpt.exists():
+            save_checkpoint(ckpt, tiny_student())
+        data = str(tmp_path / "fmnist-like")
+        (tmp_path / "fmnist-like").mkdir()
+        for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
+                     "t10k-labels-idx1-ubyte.gz"):
+            _write_idx(tmp_path / "fmnist-like" / name, 3 if "images" in name else 1)
+    argv = ["export", "--checkpoint", str(ckpt), "--batch-sizes", "1", "--out", str(tmp_path / "out"), "--no-progress"]
+    assert cli.main(argv + (["--data", data] if data else [])) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("dvit export: error: "), err
+    assert "--data" in err and not (tmp_path / "out").exists(), err
+
+
+def _write_idx(path: Path, dims: int) -> None:
+    """An idx.gz file in Fashion-MNIST's format: 4 grey 32x32 images, or 4 labels."""
+    import gzip
+    import struct
+
+    shape = (4, 32, 32) if dims == 3 else (4,)
+    head = b"\0\0\x08" + bytes([dims]) + b"".join(struct.pack(">I", n) for n in shape)
+    with gzip.open(path, "wb") as f:
+        f.write(head + bytes(int(np.prod(shape))))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -19,9 +20,10 @@ from test_contract import BLOCKER
 from test_precision import tiny_model
 
 from pipeline import latency
+from pipeline.backend.onnxruntime import pools as cpu_pool
 from pipeline.errors import ConfigError, ManifestError
 from pipeline.graphset import GraphSet, batch_section, write_graph_set
-from pipeline.latency import cpu_pool, flops, timing
+from pipeline.latency import flops, timing
 from pipeline.latency.timing import STATS_KEYS, Case, TimingSettings
 from pipeline.manifest import file_entry
 
@@ -120,6 +122,40 @@ def test_interleaved_rounds_warmup_and_minimum_iterations() -> None:
     assert len(fast[0].samples) == 10
 
 
+def test_per_stage_times_come_from_iterations_outside_the_timed_ones() -> None:
+    """What a GPU case records inside its timed step costs every case the same (one pair of events: device_time,
+    read after the host clock stopped); a chain's per-stage times (stage_step) come from iterations of their own,
+    which the host clock never sees (fake clock: a timed step takes 1 s, a per-stage iteration 100 s)."""
+    now = [0.0]
+    calls: list[str] = []
+
+    def step() -> None:
+        calls.append("step")
+        now[0] += 1.0
+
+    def device_time() -> float:
+        calls.append("device")
+        return 0.5
+
+    def stage_step() -> list[float]:
+        calls.append("stages")
+        now[0] += 100.0
+        return [0.2, 0.3]
+
+    chain = Case({"mode": "chain"}, step, 1, device_time, stage_step)
+    fused = Case({"mode": "fused"}, step, 1, device_time)
+    timing.run_interleaved([chain, fused], TimingSettings(warmup_s=0, duration_s=2, min_iters=2, rounds=2),
+                           clock=lambda: now[0])
+    assert set(chain.samples) == set(fused.samples) == {1000.0}  # the stage iterations are not in the timed ones
+    assert chain.device_samples == fused.device_samples == [0.5] * len(chain.samples)
+    assert chain.stage_samples == [[0.2, 0.3]] * len(chain.samples) and fused.stage_samples == []
+    r = chain.result()
+    assert r["gpu"]["p50_ms"] == 0.5 and [s["p50_ms"] for s in r["stages"]] == [0.2, 0.3]
+    assert fused.result()["stages"] is None
+    # warm-up, then per round: the chain's timed step and its event pair, its per-stage iteration; the fused one's
+    assert calls == ["step", "step"] + ["step", "device", "stages", "step", "device"] * 2
+
+
 def test_settings_are_checked() -> None:
     with pytest.raises(ConfigError, match="positive duration"):
         TimingSettings(duration_s=0)
@@ -131,8 +167,8 @@ def test_settings_are_checked() -> None:
 
 
 def test_stage_times_time_each_stage_inside_the_chain(tiny: dict) -> None:
+    from pipeline.backend.onnxruntime.runner import OnnxRuntimeRunner
     from pipeline.runners.chain import StageChain
-    from pipeline.runners.onnxrt import OnnxRuntimeRunner
 
     g = GraphSet.load(tiny["export"]).batch(2)
     times = timing.StageTimes()
@@ -182,29 +218,69 @@ def test_flop_counter_node_arithmetic() -> None:
 
 
 # ---------------------------------------------------------------- ONNX Runtime thread pools
+POOL_PROBE = """
+import json, sys
+from contextlib import ExitStack
+import numpy as np
+from pipeline import backend, latency
+from pipeline.backend.onnxruntime import pools
+from pipeline.errors import DvitError
+from pipeline.graphset import GraphSet
+made = []
+def recording(*args, **kwargs):  # the runners latency asks the factory for
+    made.append(backend.graph_runners(*args, **kwargs))
+    return made[-1]
+latency.graph_runners = recording
+pool = sys.argv[2] or None
+with ExitStack() as closer:
+    cases = latency.ort_cases(GraphSet.load(sys.argv[1]), 1, 1, pool, np.random.default_rng(0), closer)
+    for c in cases:
+        c.step()
+    seen = sorted({json.dumps(pools.describe(r.session), sort_keys=True)
+                   for m in made for r in [*m.stages, m.fused, m.teacher]})
+try:
+    pools.apply(__import__("onnxruntime").SessionOptions(), "no-spin", 1)
+    refused = None
+except DvitError as e:
+    refused = str(e)
+print(json.dumps({"keys": [c.key["model"] + "/" + c.key["mode"] for c in cases], "seen": seen,
+                  "global": pools.global_pool_threads(), "refused": refused}))
+"""
+
+
+def _probe_pool(export: Path, pool: str, env_pool: str | None = None) -> dict:
+    """Each pool in a process of its own: the global pool, once made, is final for its process."""
+    env = {k: v for k, v in os.environ.items() if k != "DVIT_ORT_POOL"}
+    if env_pool is not None:
+        env["DVIT_ORT_POOL"] = env_pool
+    out = subprocess.run([sys.executable, "-c", POOL_PROBE, str(export), pool], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=300, check=False)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def test_pool_settings_reach_the_sessions(tiny: dict) -> None:
-    cpu_pool.check_session_factory()  # runners.onnxrt.session() takes spinning=
-    gs = GraphSet.load(tiny["export"])
-    rng = np.random.default_rng(0)
-    seen = {}
-    for pool in cpu_pool.POOLS:
-        opened: list = []
-        cases = latency.ort_cases(gs, 1, cpu_pool.session_kwargs(pool, THREADS), rng, opened)
-        assert [c.key["model"] + "/" + c.key["mode"] for c in cases] == ["pruned/chain", "pruned/fused", "dense/fused"]
-        assert [r.name for r in opened] == ["stage0", "stage1", "stage2", "stage3", "fused", "teacher"]
-        # what ONNX Runtime itself says each session was created with
-        seen[pool] = {json.dumps(cpu_pool.describe(r.session), sort_keys=True) for r in opened}
-        for c in cases:
-            c.step()  # and they run
-        for r in opened:
-            r.close()
-    assert seen["no-spin"] == {json.dumps({"allow_spinning": "0", "intra_op_num_threads": THREADS,
-                                           "use_per_session_threads": True}, sort_keys=True)}
-    assert seen["per-session"] == {json.dumps({"allow_spinning": None, "intra_op_num_threads": THREADS,
-                                               "use_per_session_threads": True}, sort_keys=True)}
-    assert cpu_pool.DEFAULT_POOL == "no-spin"
+    got = {pool: _probe_pool(tiny["export"], pool) for pool in cpu_pool.POOLS}
+    got["default"] = _probe_pool(tiny["export"], "")
+    for g in got.values():
+        assert g["keys"] == ["pruned/chain", "pruned/fused", "dense/fused"]
+    # what ONNX Runtime itself says each session was created with
+    assert got["no-spin"]["seen"] == [json.dumps({"allow_spinning": "0", "intra_op_num_threads": THREADS,
+                                                  "use_per_session_threads": True}, sort_keys=True)]
+    assert got["per-session"]["seen"] == [json.dumps({"allow_spinning": None, "intra_op_num_threads": THREADS,
+                                                      "use_per_session_threads": True}, sort_keys=True)]
+    shared = [json.dumps({"allow_spinning": None, "intra_op_num_threads": THREADS, "use_per_session_threads": False},
+                         sort_keys=True)]
+    assert got["global"]["seen"] == shared and got["global"]["global"] == THREADS
+    # the default is the global pool: every session shares it, and a pool of one's own is then refused in one line
+    assert cpu_pool.DEFAULT_POOL == "global" and got["default"]["seen"] == shared
+    assert "already runs ONNX Runtime's global thread pool" in got["default"]["refused"]
+    assert "\n" not in got["default"]["refused"]
+    assert got["no-spin"]["refused"] is None and got["no-spin"]["global"] is None
+    # DVIT_ORT_POOL chooses the default for a process that has sessions of its own
+    assert _probe_pool(tiny["export"], "", env_pool="no-spin")["seen"] == got["no-spin"]["seen"]
     with pytest.raises(ConfigError, match="unknown --pool"):
-        cpu_pool.session_kwargs("shared", 1)
+        cpu_pool.check("shared", 1)
 
 
 # ---------------------------------------------------------------- the report
@@ -221,7 +297,8 @@ def test_report_schema_and_cli(tiny: dict, tmp_path: Path, capsys: pytest.Captur
     assert {"cpu", "cores", "os", "versions", "affinity"} <= set(r["machine"])
     assert r["machine"]["versions"]["onnxruntime"]
     s = r["settings"]
-    assert (s["batch_sizes"], s["threads"], s["pool"], s["backend"]) == ([2, 1], THREADS, "no-spin", "onnxruntime")
+    assert (s["batch_sizes"], s["threads"], s["pool"], s["backend"]) == ([2, 1], THREADS, cpu_pool.default_pool(),
+                                                                         "onnxruntime")
     assert s["pinned_cpus"] is None or len(s["pinned_cpus"]) == THREADS
     assert (s["warmup_s"], s["duration_s"], s["min_iters"], s["rounds"]) == (0.02, 0.05, 4, 2)
     f = r["flops"]
@@ -255,7 +332,7 @@ def test_refusals_are_one_line(tiny: dict, tmp_path: Path) -> None:
 
 
 def test_tensorrt_without_a_gpu_records_why(tiny: dict, tmp_path: Path) -> None:
-    from pipeline.cuda_buffers import gpu_available
+    from pipeline.backend.tensorrt.cuda import gpu_available
 
     ok, why = gpu_available()
     if ok:
@@ -271,13 +348,15 @@ def test_tensorrt_without_a_gpu_records_why(tiny: dict, tmp_path: Path) -> None:
 def test_a_run_without_torch_timm_modelopt(tiny: dict) -> None:
     """`dvit latency` with ONNX Runtime, in a fresh process with torch, timm and ModelOpt blocked (a Jetson)."""
     code = BLOCKER + (
-        "import pipeline.latency as L, pipeline.runners.tensorrt, pipeline.cuda_buffers\n"
+        "import pipeline.latency as L, pipeline.backend.tensorrt.runner, pipeline.backend.tensorrt.cuda\n"
         "from pipeline.latency.timing import TimingSettings\n"
         f"r = L.measure_latency([{str(tiny['export'])!r}], '1', threads=1, progress=False,\n"
         "                       settings=TimingSettings(0.01, 0.02, 2, 1))\n"
         "print(len(r['runs']), r['settings']['pool'])\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'timm', 'modelopt')))\n"
     )
-    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=False, timeout=120)
+    env = {k: v for k, v in os.environ.items() if k != "DVIT_ORT_POOL"}  # the default pool, as a user runs it
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=False, timeout=120,
+                       env=env)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert r.stdout.split("\n")[:2] == ["3 no-spin", "[]"]
+    assert r.stdout.split("\n")[:2] == ["3 global", "[]"]

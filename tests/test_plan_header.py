@@ -1,7 +1,7 @@
-"""Plan headers (pipeline/plan_header.py): real TensorRT-RTX plans built here; full TensorRT plans SYNTHESIZED.
+"""Plan headers (pipeline/backend/tensorrt/plan_header.py): real TensorRT-RTX plans built here; full TensorRT plans SYNTHESIZED.
 
 No full TensorRT exists on this machine, so its plans cannot be built: the tests marked "synthesized" write bytes
-that follow the layout documented in pipeline/plan_header.py (from Netron's reader and NVIDIA's answer in
+that follow the layout documented in pipeline/backend/tensorrt/plan_header.py (from Netron's reader and NVIDIA's answer in
 TensorRT issue #3073), and check only that the reader follows that documented layout.
 """
 from __future__ import annotations
@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from rtx_plans import relu_plan
 
-from pipeline import plan_header as ph
 from pipeline import targets
+from pipeline.backend.tensorrt import plan_header as ph
 from pipeline.errors import DvitError
 
 trt = pytest.importorskip("tensorrt_rtx", reason="TensorRT for RTX is not installed (make setup on x86-64)")
@@ -92,7 +92,7 @@ def test_a_metadata_prefix_is_skipped(plans, tmp_path):
 # ---------------------------------------------------------------- full TensorRT: SYNTHESIZED bytes
 def _synthesized_trt_plan(tag: bytes, version: tuple[int, int, int], serialization: int = 239,
                           body: int = 4096) -> bytes:
-    """SYNTHESIZED, not a real plan: bytes laid out as pipeline/plan_header.py documents for full TensorRT."""
+    """SYNTHESIZED, not a real plan: bytes laid out as pipeline/backend/tensorrt/plan_header.py documents for full TensorRT."""
     size = 64 + body
     head = tag + struct.pack("<III", 0, serialization, 0) + struct.pack("<Q", size) + bytes(version) + b"\0"
     return head.ljust(size, b"\0")

@@ -9,13 +9,17 @@
     directory, so only the TensorRT-dependent part is compiled per set;
 (c) the launcher refuses bad configurations through ctypes with an error code and a readable message, before any
     CUDA call (so this runs without a GPU);
-(d) CMake stops a Jetson build whose nvcc is newer than the target JetPack's CUDA driver.
+(d) the device comes from its target profile (targets/*.toml through `python -m pipeline.targets --cmake-args`, what
+    `make plugins TARGET=...` passes): `make plugins TARGET=orin-nano` with nvcc 13 stops with one line naming
+    JetPack 6's CUDA 12.6; desktop-rtx configures with its architectures; CMake keeps no device table of its own.
 """
 
 from __future__ import annotations
 
 import ctypes
+import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -23,18 +27,23 @@ from pathlib import Path
 import pytest
 from plugin_build_helpers import (
     PLUGINS,
+    REPO,
+    SHARED_HEADERS,
     SKIP_LINE,
     build_kernel,
     build_plugin,
+    configure,
     exported,
     header_set_id,
     no_headers_reason,
-    nvcc,
+    nvcc_major,
+    profile_cmake_args,
     require_tools,
     run_host_test,
-    run_logged,
     trt_include_dirs,
 )
+
+from pipeline import targets
 
 ERR_DTYPE, ERR_SHAPE, ERR_K, ERR_N_TOO_LARGE, ERR_NULL = 1, 2, 3, 4, 5
 F32, F16 = 0, 1  # dtype codes (= nvinfer1::DataType::kFLOAT, ::kHALF)
@@ -220,33 +229,148 @@ def test_launcher_null_pointers_and_valid_config(kernel_lib: ctypes.CDLL) -> Non
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# (d) Jetson targets: nvcc newer than the JetPack driver
+# (d) the device comes from its target profile
 # ---------------------------------------------------------------------------------------------------------------
 
-
-def _nvcc_major() -> int:
-    out = subprocess.run([require_tools(), "--version"], capture_output=True, text=True, check=True).stdout
-    found = re.search(r"release (\d+)\.", out)
-    assert found, out
-    return int(found.group(1))
+# What the Makefile passes without TARGET (PLUGINS_NO_PROFILE): forget a previous profile.
+NO_PROFILE = ("-UCMAKE_CUDA_ARCHITECTURES", "-DDVIT_PROFILE=", "-DDVIT_DEVICE_CUDA=", "-DDVIT_DEVICE_JETPACK=")
 
 
-def test_jetson_target_refuses_nvcc_newer_than_its_jetpack(tmp_path: Path) -> None:
-    """The check runs before CUDA is enabled, so the refusal costs a fraction of a second."""
-    major = _nvcc_major()
-    # A target whose default JetPack has an older CUDA than this nvcc.
-    target, jetpack, jetpack_cuda = {13: ("orin", 6, "12.6"), 12: ("orin", 5, "11.4")}.get(major, (None, 0, ""))
-    if target is None:
-        pytest.skip(f"nvcc {major}.x is not newer than any JetPack's CUDA: nothing to refuse")
-    cmd = ["cmake", "-S", str(PLUGINS), "-B", str(tmp_path / "b"), f"-DCMAKE_CUDA_COMPILER={nvcc()}",
-           f"-DDVIT_TARGET={target}", f"-DDVIT_JETPACK={jetpack}"]
-    log: list[str] = []
-    proc = run_logged(cmd, log)
-    text = " ".join("".join(log).split())  # CMake wraps long messages
-    assert proc.returncode != 0, text[-3000:]
-    assert f"is newer than the CUDA driver of DVIT_TARGET={target} on JetPack {jetpack} (CUDA {jetpack_cuda})" in text
-    assert "Build on the device" in text and "-DDVIT_ALLOW_NEWER_CUDA=ON" in text
-    # The override turns the stop into a warning (configure only, no compilation).
-    proc = run_logged([*cmd, "-DDVIT_ALLOW_NEWER_CUDA=ON", "-DDVIT_BUILD_TRT_PLUGIN=OFF"], log)
-    text = " ".join("".join(log[-1:]).split())
-    assert proc.returncode == 0 and "CMake Warning" in text and "building anyway" in text, text[-3000:]
+def _lines_with(log: str, words: str) -> list[str]:
+    return [line for line in log.splitlines() if words in line]
+
+
+def _cache(build_dir: Path) -> dict[str, str]:
+    entries = {}
+    for line in (build_dir / "CMakeCache.txt").read_text().splitlines():
+        if re.match(r"^[A-Za-z_][A-Za-z0-9_]*:[A-Z]+=", line):
+            key, _, value = line.partition("=")
+            entries[key.split(":")[0]] = value
+    return entries
+
+
+def _nvcc_archs() -> set[str]:
+    out = subprocess.run([require_tools(), "--list-gpu-arch"], capture_output=True, text=True, check=True).stdout
+    return set(re.findall(r"compute_(\d+)", out))
+
+
+def test_make_plugins_for_orin_nano_stops_when_nvcc_is_newer_than_jetpack_6(tmp_path: Path) -> None:
+    """`make plugins TARGET=orin-nano` on a CUDA 13 machine: the profile says JetPack 6 (CUDA 12.6), so CMake stops
+    before CUDA is enabled, with one line naming the device's CUDA and the fix. (Before the profile fed CMake, make
+    passed DVIT_TARGET=desktop and built an Orin plugin JetPack 6 cannot load.)"""
+    if nvcc_major() <= 12:
+        pytest.skip(f"nvcc {nvcc_major()}.x is not newer than JetPack 6's CUDA 12.6: nothing to refuse")
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    build_dir = tmp_path / "b"
+    proc = subprocess.run(["make", "--no-print-directory", "plugins", "TARGET=orin-nano", f"PLUGINS_BUILD={build_dir}",
+                           f"PY={sys.executable}"], cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out[-3000:]
+    lines = _lines_with(out, "JetPack 6's CUDA 12.6")
+    assert len(lines) == 1, out[-3000:]
+    line = lines[0]
+    assert f"nvcc {nvcc_major()}." in line and "the CUDA driver of orin-nano" in line, line
+    for fix in ("NVCC=/usr/local/cuda-12.6/bin/nvcc", "JETPACK=", "DVIT_ALLOW_NEWER_CUDA=ON"):
+        assert fix in line, line
+    # The profile's options reached CMake, and nothing was compiled.
+    assert "-DCMAKE_CUDA_ARCHITECTURES=87" in out and "-DDVIT_DEVICE_CUDA=12.6" in out, out[-3000:]
+    assert "Building" not in out and not list(build_dir.glob("*.so"))
+
+
+def test_device_cuda_check_override_and_newer_jetpack(tmp_path: Path) -> None:
+    """DVIT_ALLOW_NEWER_CUDA=ON turns the stop into a warning; an Orin on JetPack 7 (--jetpack 7, make JETPACK=7)
+    gets CUDA 13 from its profile and configures without either (configure only, no compilation)."""
+    major = nvcc_major()
+    build_dir = tmp_path / "b"
+    orin = profile_cmake_args("orin-nano")
+    assert orin == ["-DCMAKE_CUDA_ARCHITECTURES=87", "-DDVIT_PROFILE=orin-nano", "-DDVIT_DEVICE_CUDA=12.6",
+                    "-DDVIT_DEVICE_JETPACK=6"]
+    if major > 12:
+        rc, log = configure(build_dir, *orin, "-DDVIT_ALLOW_NEWER_CUDA=ON", "-DDVIT_BUILD_TRT_PLUGIN=OFF")
+        assert rc == 0 and "CMake Warning" in log and "building anyway" in log, log[-3000:]
+    rc, log = configure(build_dir, *profile_cmake_args("orin-nano", "--jetpack", "7"), "-DDVIT_ALLOW_NEWER_CUDA=OFF",
+                        "-DDVIT_BUILD_TRT_PLUGIN=OFF")
+    if major > 13:
+        assert rc != 0 and len(_lines_with(log, "JetPack 7's CUDA 13")) == 1, log[-3000:]
+    else:
+        assert rc == 0 and "newer than" not in log, log[-3000:]
+        assert "CUDA architectures: 87 (target profile orin-nano, device CUDA 13)" in log, log[-3000:]
+
+
+def test_desktop_rtx_profile_configures_the_plugin_libraries(tmp_path: Path) -> None:
+    """`make plugins TARGET=desktop-rtx`'s configure step (profile options, the 11.1 headers the Makefile defaults
+    to): no driver check, the profile's architectures, the plugin libraries. (The build itself is what the header
+    set builds above compile, for one architecture.)"""
+    options = profile_cmake_args("desktop-rtx")
+    assert options == ["-DCMAKE_CUDA_ARCHITECTURES=80;86;89;120;121", "-DDVIT_PROFILE=desktop-rtx",
+                       "-DDVIT_DEVICE_CUDA=", "-DDVIT_DEVICE_JETPACK="]
+    if missing := {"80", "86", "89", "120", "121"} - _nvcc_archs():
+        pytest.skip(f"nvcc {nvcc_major()}.x lacks sm_{', sm_'.join(sorted(missing))} of desktop-rtx")
+    root = SHARED_HEADERS / "v11.1"
+    trt = [f"-DTENSORRT_ROOT={root}"] if (root / "include" / "NvInferRuntime.h").is_file() else []
+    rc, log = configure(tmp_path / "b", *options, *trt)
+    assert rc == 0, log[-3000:]
+    assert "CUDA architectures: 80;86;89;120;121 (target profile desktop-rtx)" in log, log[-3000:]
+    assert "newer than" not in log and "CMake Warning" not in log
+    if trt:
+        assert "building dvit_trt_plugins;dvit_trt_plugins_static;dvit_trt_plugin_host_test" in log, log[-3000:]
+    assert _cache(tmp_path / "b")["CMAKE_CUDA_ARCHITECTURES"] == "80;86;89;120;121"
+
+
+def test_cmake_architectures_come_from_the_profile(tmp_path: Path) -> None:
+    """One build directory, reconfigured for two profiles and then for none: the architectures CMake uses are each
+    profile's, and without a profile the defaults come back (nothing of the previous profile stays in the cache)."""
+    build_dir = tmp_path / "b"
+    chosen = [("h100", "90")] + ([("thor", "110")] if "110" in _nvcc_archs() else [("agx-orin", "87")])
+    for name, archs in chosen:
+        rc, log = configure(build_dir, *profile_cmake_args(name), "-DDVIT_BUILD_TRT_PLUGIN=OFF",
+                            "-DDVIT_ALLOW_NEWER_CUDA=ON")
+        assert rc == 0, log[-3000:]
+        assert f"CUDA architectures: {archs} (target profile {name}" in log, log[-3000:]
+        cache = _cache(build_dir)
+        assert (cache["CMAKE_CUDA_ARCHITECTURES"], cache["DVIT_PROFILE"]) == (archs, name)
+    rc, log = configure(build_dir, *NO_PROFILE, "-DDVIT_BUILD_TRT_PLUGIN=OFF")
+    assert rc == 0 and "(no target profile: default architectures)" in log, log[-3000:]
+    assert "CMAKE_CUDA_ARCHITECTURES" not in _cache(build_dir)
+
+
+def test_cmake_has_no_device_table(tmp_path: Path) -> None:
+    """A device CMake has never heard of: its profile alone says JetPack 5 with CUDA 11.4, and CMake refuses any newer
+    nvcc naming exactly that. The former options of CMake's own table are gone and say where the device comes from."""
+    folder = tmp_path / "targets"
+    folder.mkdir()
+    (folder / "jetson-x.toml").write_text(
+        'name = "jetson-x"\ndescription = "a Jetson no table lists"\nbackend = "tensorrt"\nmin_version = "10.3"\n'
+        "compute_capabilities = [87]\ncuda_archs = [87]\nprecision = \"fp16\"\nworkspace_mib = 1024\n"
+        'builder_optimization_level = 3\n[[stack]]\nversion = "10.3"\ncuda = "11.4"\njetpack = ["5.1"]\n')
+    env = {**os.environ, targets.ENV_DIR: str(folder)}
+    options = profile_cmake_args("jetson-x", env=env)
+    assert options == ["-DCMAKE_CUDA_ARCHITECTURES=87", "-DDVIT_PROFILE=jetson-x", "-DDVIT_DEVICE_CUDA=11.4",
+                       "-DDVIT_DEVICE_JETPACK=5"]
+    rc, log = configure(tmp_path / "b", *options)
+    assert rc != 0, log[-3000:]
+    lines = _lines_with(log, "JetPack 5's CUDA 11.4, the CUDA driver of jetson-x")
+    assert len(lines) == 1 and "build with CUDA 11.x" in lines[0], log[-3000:]
+
+    text = (PLUGINS / "CMakeLists.txt").read_text()
+    assert not re.search(r'STREQUAL\s+"(xavier|orin|thor|desktop|native)"', text)
+    assert "_dvit_jetpack_cuda" not in text and "set(DVIT_TARGET" not in text and "set(DVIT_JETPACK" not in text
+    for old in ("-DDVIT_TARGET=orin", "-DDVIT_JETPACK=6"):
+        rc, log = configure(tmp_path / "old", old)
+        assert rc != 0 and len(_lines_with(log, "is gone")) == 1 and "--cmake-args" in log, log[-3000:]
+    rc, log = configure(tmp_path / "old", "-DDVIT_PROFILE=orin-nano")
+    assert rc != 0 and "only names the profile" in log, log[-3000:]
+
+
+def test_op_folders_are_found_by_cmake(kernel_build: dict) -> None:
+    """CMake lists the op folders (plugins/*Plugin/ with a CMakeLists.txt) instead of naming them; the library-wide
+    code lives in plugins/common/ and plugins/api/, not in an op's folder."""
+    ops = sorted(p.parent.name for p in PLUGINS.glob("*Plugin/CMakeLists.txt"))
+    assert "topkGatherPlugin" in ops
+    top = (PLUGINS / "CMakeLists.txt").read_text()
+    assert not any(op in top for op in ops), "plugins/CMakeLists.txt names an op folder"
+    assert (PLUGINS / "api" / "dvitPluginApi.cpp").is_file() and (PLUGINS / "common" / "dvitLogging.cpp").is_file()
+    assert not list(PLUGINS.glob("*Plugin/*Registration*"))
+    for op in ops:
+        assert (kernel_build["dir"] / op).is_dir(), f"{op} was not configured"

@@ -11,13 +11,13 @@ import torch
 from tiny_models import TINY, trained_like
 
 from pipeline import cli, export, onnx_utils, opscan, plugin_pass, topk_gather_ref
+from pipeline.backend.onnxruntime.runner import run as run_onnx
 from pipeline.checkpoint import save_checkpoint
 from pipeline.config import ModelConfig
 from pipeline.data import load_fashion_mnist
 from pipeline.errors import DvitError
 from pipeline.manifest import read_manifest
 from pipeline.model import DynamicViT, select_tokens
-from pipeline.runners.onnxrt import run as run_onnx
 
 pytest.importorskip("onnxruntime_extensions", reason="the reference op runs in ONNX Runtime through onnxruntime-extensions")
 

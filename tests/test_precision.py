@@ -17,12 +17,12 @@ import torch
 from onnx import TensorProto
 
 from pipeline import precision
+from pipeline.backend.onnxruntime.runner import OnnxRuntimeRunner
 from pipeline.config import model_config
 from pipeline.errors import DvitError
 from pipeline.graphset import GraphSet
 from pipeline.model import DynamicViT
 from pipeline.precision import calibration
-from pipeline.runners.onnxrt import OnnxRuntimeRunner
 
 TINY = {"depth": 4, "embed_dim": 32, "num_heads": 2, "pruning_loc": (1, 2, 3)}
 

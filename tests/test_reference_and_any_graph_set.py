@@ -16,12 +16,13 @@ from test_contract import BLOCKER
 from test_precision import make_tiny_export, tiny_model
 
 from pipeline import plugin_pass, precision, reference, validate
+from pipeline.backend import graph_runners
 from pipeline.checkpoint import save_checkpoint
 from pipeline.comparison.driver import compare
 from pipeline.errors import DvitError
 from pipeline.graphset import GraphSet
-from pipeline.runners.onnxrt import graph_runners
-from pipeline.runners.recorded import RecordedRunner, load_recording
+from pipeline.results.reference import load_recording
+from pipeline.runners.recorded import RecordedRunner
 
 pytest.importorskip("onnxruntime_extensions", reason="plugin graphs run in ONNX Runtime through onnxruntime-extensions")
 
@@ -122,9 +123,9 @@ def test_a_reference_missing_outputs_is_named(art: dict[str, Any], tmp_path: Pat
     assert figures(run(art["sets"]["export"]))["chain"]["kept"] == r["chain"]["kept"]
     rec = load_recording(no_tokens)
     del rec.outputs["kept_indices_2"]
-    chain, fused = graph_runners(GraphSet.load(art["sets"]["export"]).batch(4))
-    with pytest.raises(DvitError, match=r"does not produce kept_indices_2, which the comparison needs: compare against"):
-        compare(chain, fused, RecordedRunner(rec), rec.data, [34, 24, 16], progress=False)
+    with graph_runners(GraphSet.load(art["sets"]["export"]), 4) as runners, \
+            pytest.raises(DvitError, match=r"does not produce kept_indices_2, which the comparison needs: compare against"):
+        compare(runners.chain, runners.fused, RecordedRunner(rec), rec.data, [34, 24, 16], progress=False)
 
 
 def test_graph_set_as_reference(art: dict[str, Any]) -> None:

@@ -9,6 +9,7 @@ TensorRT runs here). The browser tests skip, saying why, where no Chromium is in
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import shutil
@@ -26,7 +27,11 @@ from pipeline import report, validate
 from pipeline.errors import DvitError
 from pipeline.graphset import GraphSet, batch_section, write_graph_set
 from pipeline.io import atomic_write_json, sha256_file
+from pipeline.latency import ratios as latency_ratios
 from pipeline.manifest import file_entry
+from pipeline.report.engines import parse_layer_report
+from pipeline.report.formats import mode_label
+from pipeline.results.latency import LatencyResult
 
 LIMIT = 16
 IMAGES = 6
@@ -58,6 +63,7 @@ def latency_sample(sets: list[tuple[Path, list[float], float, float, float, floa
         graph_sets.append({"graphs": str(graphs), "kind": "export", "precision": ["fp32"] * 4,
                            "flops": {"pruned": fp, "dense": fd, "ratio": fp / fd}})
     flops = graph_sets[0]["flops"]
+    written = latency_ratios(runs, {g["graphs"]: g["flops"] for g in graph_sets})  # as `dvit latency` writes them
     return {
         "format": "dvit-edge/latency/v1",
         "machine": {"cpu": "x86-64", "cores": 2, "affinity": [0], "os": "Linux", "python": "3.11",
@@ -65,7 +71,7 @@ def latency_sample(sets: list[tuple[Path, list[float], float, float, float, floa
         "settings": {"warmup_s": 1.0, "duration_s": 5.0, "min_iters": 50, "rounds": 5, "noisy_cv": 0.1, "batch_sizes": [4],
                      "backend": "onnxruntime", "threads": 1, "pool": "shared", "pinned_cpus": [0], "cuda_graph": None},
         "flops": flops, "graph_sets": graph_sets, "runs": runs,
-        "ratios": [], "unavailable": [],
+        "ratios": written, "unavailable": [],
     }
 
 
@@ -234,12 +240,38 @@ def test_latency_pairs_pruned_with_dense_and_keeps_the_unmeasured(made: dict[str
     assert [s["p50_ms"] for s in chain["stages"]] == [0.21, 0.48, 0.36, 0.27] and comps[1]["noisy"]
     assert {(u["file_index"], u["backend_label"], u["reason"]) for u in lat["unavailable"]} == {
         (1, "TensorRT", "no GPU on this machine")}
-    assert [c["mode"] for c in [report._comparison(0, {"mode": "fused", "io": "device"}, None, None, {}),
-                                report._comparison(0, {"mode": "chain", "cuda_graph": True}, None, None, {})]] == [
+    assert [mode_label({"mode": "fused", "io": "device"}), mode_label({"mode": "chain", "cuda_graph": True})] == [
         "fused, device I/O", "chain, CUDA graph"]
     sweep = made["json"]["sweep"]
     assert sweep["keep_ratios"] == [0.5, 0.7] and sweep["flops_ratio"] == [[0.5, pytest.approx(3.30 / 7.38)],
                                                                           [0.7, pytest.approx(4.71 / 7.38)]]
+
+
+def test_report_shows_the_ratio_latency_wrote_paired_by_its_rule(made: dict[str, Any], tmp_path: Path) -> None:
+    """A graph set timed without a dense run of its own (exported without --teacher): `dvit latency` pairs none of
+    its pruned runs with another set's teacher, and neither does the report; the ratio shown is the one the latency
+    result holds (altered here to tell it from one the report would compute again)."""
+    exp07, exp05 = str(made["exp07"]), str(made["exp05"])
+    lat = latency_sample([(made["exp07"], [0.21, 0.48, 0.36, 0.27], 1.92, 1.18, 4.71e6, 7.38e6),
+                          (made["exp05"], [0.21, 0.37, 0.22, 0.15], 1.92, 0.86, 3.30e6, 7.38e6)])
+    lat["runs"] = [r for r in lat["runs"] if not (r["graphs"] == exp05 and r["model"] == "dense")]
+    lat["ratios"] = latency_ratios(lat["runs"], {g["graphs"]: g["flops"] for g in lat["graph_sets"]})
+    assert [(q["graphs"], q["mode"]) for q in lat["ratios"]] == [(exp07, "chain"), (exp07, "fused")]
+    lone = [r for r in lat["runs"] if r["graphs"] == exp05]
+    variant = ("backend", "batch", "io", "cuda_graph")
+    assert all(any(all(d[k] == r[k] for k in variant) for d in lat["runs"] if d["model"] == "dense") for r in lone)
+    for q, shown in zip(lat["ratios"], (0.55, 0.6)):
+        q["latency_ratio_p50"] = shown
+    path = atomic_write_json(tmp_path / "latency.json", lat)
+    assert LatencyResult.load(path).ratios == lat["ratios"]
+    out = report.make_report([made["validations"][0]], tmp_path / "r", latencies=[path])
+    d = json.loads((out / "report.json").read_text())
+    comps = d["latency"]["comparisons"]
+    assert [(c["graphs"], c["mode"], c["measured_ratio"]) for c in comps] == [
+        (exp07, "chain", 0.55), (exp07, "fused", 0.6), (exp05, "chain", None), (exp05, "fused", None)]
+    assert [c["dense"] and c["dense"]["p50_ms"] for c in comps] == [1.92, 1.92, None, None]
+    assert d["headline"]["latency"]["measured_ratio"] == 0.6 and d["headline"]["text"]["latency_ratio"] == "0.60\u00d7"
+    assert "| 0.55\u00d7 |" in (out / "report.md").read_text()
 
 
 def test_engine_layer_precisions_from_the_reports_beside_the_engines(made: dict[str, Any]) -> None:
@@ -249,14 +281,14 @@ def test_engine_layer_precisions_from_the_reports_beside_the_engines(made: dict[
     assert by_name["stage0"]["layers"] == {"layers": 5, "precisions": {"fp16": 5}, "reformats": 1, "detailed": True}
     assert by_name["stage1"]["layers"]["precisions"] == {"fp32": 1, "fp16": 6, "int32": 1}
     assert by_name["fused"]["layers"] is None and by_name["fused"]["problem"] == "no layer report beside the engine"
-    assert report.parse_layer_report({"Layers": ["a", "b"]}) == {"layers": 2, "precisions": {"unknown": 2},
+    assert parse_layer_report({"Layers": ["a", "b"]}) == {"layers": 2, "precisions": {"unknown": 2},
                                                                  "reformats": None, "detailed": False}
 
 
 def test_token_pictures_compose_kept_indices_into_the_patch_grid(made: dict[str, Any]) -> None:
     from pipeline.comparison.metrics import compose_all
     from pipeline.report.token_masks import masked
-    from pipeline.runners.recorded import load_recording
+    from pipeline.results.reference import load_recording
 
     tm = made["json"]["token_masks"]
     rec = load_recording(made["ref"])
@@ -376,7 +408,7 @@ def test_bad_input_is_one_line_and_writes_nothing(made: dict[str, Any], tmp_path
     refused(r"other.json is not a dvit validation result \(format 'something/else', expected dvit-edge/validation/v2\)",
             validations=[tmp_path / "other.json"])
     (tmp_path / "old.json").write_text(json.dumps({"format": "dvit-edge/validation/v1"}))
-    refused(r"old.json is a validation result of format dvit-edge/validation/v1, this report reads "
+    refused(r"old.json is a validation result of format dvit-edge/validation/v1, this version reads "
             r"dvit-edge/validation/v2: re-run 'dvit validate", validations=[tmp_path / "old.json"])
     (tmp_path / "broken.json").write_text("{")
     refused(r"broken.json is not a readable JSON file", validations=[tmp_path / "broken.json"])
@@ -455,6 +487,41 @@ def test_keeps_working_when_the_graph_sets_are_gone(made: dict[str, Any], tmp_pa
     assert not g["manifest_here"] and g["keep_ratio"] == 0.7 and g["checkpoint"]["sha256"] == v["reference"]["checkpoint"]["sha256"]
     assert "not on this machine" in (out / "report.html").read_text()
     shutil.rmtree(out)
+
+
+# ---------------------------------------------------------------- the report's modules
+REPORT = REPO / "pipeline" / "report"
+
+
+def own_package_imports(source: str, module: str) -> list[str]:
+    """The imports in `source` (of module `module` under pipeline.report) that take names from pipeline.report's
+    __init__ (a submodule imported through the package, `from . import svg`, is not one)."""
+    pkg = "pipeline.report"
+    submodules = {p.stem for p in REPORT.glob("*.py")} - {"__init__"}
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom):
+            parts = module.split(".")
+            base = parts[: len(parts) - node.level] if node.level else []
+            target = ".".join([*base, *(node.module.split(".") if node.module else [])])
+            for a in node.names:
+                if (target == pkg and a.name not in submodules) or f"{target}.{a.name}" == pkg:
+                    found.append(f"from {target} import {a.name}")
+        elif isinstance(node, ast.Import):
+            found += [f"import {a.name}" for a in node.names if a.name == pkg]
+    return found
+
+
+def test_no_report_module_imports_its_own_package_back() -> None:
+    offences = {p.name: own_package_imports(p.read_text(), f"pipeline.report.{p.stem}") for p in REPORT.glob("*.py")}
+    assert {k: v for k, v in offences.items() if v} == {}
+    assert len(offences) >= 10  # the split modules are all read
+    # the reader is not vacuous: names from the package's __init__, by any spelling, are caught
+    bad = ("from . import pct\nfrom .formats import pct\nfrom . import svg as S\nfrom pipeline import report\n"
+           "import pipeline.report\nfrom pipeline.report import make_report\ndef f():\n    from .. import report\n")
+    assert own_package_imports(bad, "pipeline.report.html") == [
+        "from pipeline.report import pct", "from pipeline import report", "import pipeline.report",
+        "from pipeline.report import make_report", "from pipeline import report"]
 
 
 # ---------------------------------------------------------------- the committed example

@@ -161,6 +161,47 @@ def test_cuda_archs_cli_for_the_makefile():
     assert len(r.stderr.strip().splitlines()) == 1 and "unknown target 'xavier'" in r.stderr
 
 
+def test_driver_cuda_is_the_oldest_listed_jetpacks():
+    """What the plugin's CUDA runtime must not outgrow: a Jetson's JetPack driver (by default the oldest JetPack its
+    profile lists, so that the plugin loads on all of them); nothing for a GPU whose driver the profile cannot know."""
+    by_name = {t.name: t for t in targets.load_all()}
+    for name in ("orin-nano", "orin-nx", "agx-orin"):
+        t = by_name[name]
+        assert t.driver_cuda() == ("6", "12.6") and t.driver_cuda("6.2") == ("6.2", "12.6")
+        assert t.driver_cuda("7") == ("7", "13") and t.driver_cuda("7.2.2") == ("7.2.2", "13")
+    assert by_name["thor"].driver_cuda() == ("7", "13.0")
+    assert by_name["h100"].driver_cuda() is None and by_name["desktop-rtx"].driver_cuda() is None
+    with pytest.raises(ConfigError, match=r"lists no JetPack 5: .* lists JetPack 6.1, 6.2, 7, 7.2.2"):
+        by_name["orin-nano"].driver_cuda("5")
+    with pytest.raises(ConfigError, match="not a Jetson"):
+        by_name["h100"].driver_cuda("6")
+
+
+def test_cmake_args_cli_for_the_makefile():
+    """`make plugins TARGET=...` hands these to plugins/CMakeLists.txt: every option always (a reused build directory
+    forgets the previous target), space-separated, none with a space or a quote."""
+    expected = {
+        ("orin-nano",): "-DCMAKE_CUDA_ARCHITECTURES=87 -DDVIT_PROFILE=orin-nano -DDVIT_DEVICE_CUDA=12.6 "
+                        "-DDVIT_DEVICE_JETPACK=6",
+        ("orin-nano", "--jetpack", "7"): "-DCMAKE_CUDA_ARCHITECTURES=87 -DDVIT_PROFILE=orin-nano "
+                                         "-DDVIT_DEVICE_CUDA=13 -DDVIT_DEVICE_JETPACK=7",
+        ("thor",): "-DCMAKE_CUDA_ARCHITECTURES=110 -DDVIT_PROFILE=thor -DDVIT_DEVICE_CUDA=13.0 -DDVIT_DEVICE_JETPACK=7",
+        ("desktop-rtx",): "-DCMAKE_CUDA_ARCHITECTURES=80;86;89;120;121 -DDVIT_PROFILE=desktop-rtx "
+                          "-DDVIT_DEVICE_CUDA= -DDVIT_DEVICE_JETPACK=",
+        ("h100",): "-DCMAKE_CUDA_ARCHITECTURES=90 -DDVIT_PROFILE=h100 -DDVIT_DEVICE_CUDA= -DDVIT_DEVICE_JETPACK=",
+    }
+    for (name, *extra), line in expected.items():
+        r = _run("--cmake-args", name, *extra)
+        assert (r.returncode, r.stdout, r.stderr) == (0, line + "\n", ""), r.stderr
+    for args, words in ((("--cmake-args", "orin-nano", "--jetpack", "5"), "lists no JetPack 5"),
+                        (("--cmake-args", "h100", "--jetpack", "6"), "h100 is not a Jetson"),
+                        (("--jetpack", "6"), "--jetpack goes with --cmake-args"),
+                        (("--cmake-args", "xavier"), "unknown target 'xavier'")):
+        r = _run(*args)
+        assert r.returncode == 2 and r.stdout == "", r.stdout
+        assert len(r.stderr.strip().splitlines()) == 1 and words in r.stderr, r.stderr
+
+
 def test_configure_and_main_print_a_table_json_and_one_profile(capsys):
     parser = argparse.ArgumentParser()
     targets.configure(parser)
@@ -183,7 +224,7 @@ def test_modules_import_without_torch_or_tensorrt():
         "import sys\n"
         "for m in ('torch', 'timm', 'modelopt', 'onnx', 'onnxruntime'):\n"
         "    sys.modules[m] = None\n"
-        "import pipeline.targets, pipeline.trt_backend, pipeline.plan_header\n"
+        "import pipeline.targets, pipeline.backend.tensorrt.loader, pipeline.backend.tensorrt.plan_header\n"
         "bad = [m for m in sys.modules if m.split('.')[0] in ('tensorrt', 'tensorrt_rtx') or m in (\n"
         "    'pipeline.export', 'pipeline.precision', 'pipeline.validate', 'pipeline.plugin_pass',\n"
         "    'pipeline.train', 'pipeline.evaluate')]\n"

@@ -1,4 +1,4 @@
-"""The TensorRT runner (pipeline/runners/tensorrt.py) and its CUDA layer (pipeline/cuda_buffers.py).
+"""The TensorRT runner (pipeline/backend/tensorrt/runner.py) and its CUDA layer (cuda.py).
 
 What cannot run here (no GPU on this machine or CI) is checked statically:
 - every TensorRT name the runner uses exists in TensorRT 10.3, 10.13, 11.1 and the installed TensorRT-RTX
@@ -22,10 +22,11 @@ import numpy as np
 import pytest
 import rtx_plans
 
-from pipeline import cuda_buffers as cb
-from pipeline import trt_backend
+from pipeline.backend import tensorrt as trt_backend
+from pipeline.backend.tensorrt import cuda as cb
+from pipeline.backend.tensorrt import plugins
+from pipeline.backend.tensorrt import runner as trt_runner
 from pipeline.errors import DvitError
-from pipeline.runners import tensorrt as trt_runner
 
 REPO = Path(__file__).resolve().parents[1]
 if "check_trt_api" not in sys.modules:  # loaded as tests/test_trt_api_surface.py loads it
@@ -43,7 +44,7 @@ try:
 except ImportError:  # a Jetson, or a machine without the tensorrt-rtx extra
     rtx = None
 
-FILES = [REPO / "pipeline" / "runners" / "tensorrt.py", REPO / "pipeline" / "cuda_buffers.py"]
+FILES = [REPO / "pipeline" / "backend" / "tensorrt" / name for name in ("runner.py", "cuda.py", "plugins.py")]
 GPU_OK, GPU_WHY = cb.gpu_available()
 gpu = pytest.mark.skipif(not GPU_OK, reason=GPU_WHY)
 
@@ -69,7 +70,7 @@ def test_the_project_wide_check_covers_the_runner() -> None:
 
 # ---------------------------------------------------------------- (b) the cuda-python surface
 def _called_runtime_names() -> set[str]:
-    """Runtime functions and names cuda_buffers.py uses: call("name", ...) and runtime().name / rt.name."""
+    """Runtime functions and names cuda.py uses: call("name", ...) and runtime().name / rt.name."""
     tree = ast.parse(FILES[1].read_text())
     out: set[str] = set()
     for node in ast.walk(tree):
@@ -240,16 +241,16 @@ def test_a_missing_plugin_library_names_make_plugins(relu_plan: Path, tmp_path: 
 
 
 def test_the_plugin_library_an_engine_set_needs(tmp_path: Path) -> None:
-    class Set:  # the two things plugin_library_for reads from a GraphSet
+    class Set:  # the two things plugins.for_graph_set reads from a GraphSet
         def __init__(self, manifest: dict, uses_plugin: bool) -> None:
             self.manifest, self.uses_plugin, self.root = manifest, uses_plugin, tmp_path
 
     (tmp_path / "lib.so").write_bytes(b"")
-    assert trt_runner.plugin_library_for(Set({}, False)) is None
-    assert trt_runner.plugin_library_for(Set({}, True)) == trt_runner.DEFAULT_PLUGIN_LIBRARY
-    assert trt_runner.plugin_library_for(Set({"plugin_library": "lib.so"}, True)) == tmp_path / "lib.so"
-    assert trt_runner.plugin_library_for(Set({"plugin_library": {"file": "lib.so"}}, True)) == tmp_path / "lib.so"
-    assert trt_runner.plugin_library_for(Set({}, True), "/x/y.so") == Path("/x/y.so")
+    assert plugins.for_graph_set(Set({}, False)) is None
+    assert plugins.for_graph_set(Set({}, True)) == plugins.DEFAULT_SEARCH[0]
+    assert plugins.for_graph_set(Set({"plugin_library": "lib.so"}, True)) == tmp_path / "lib.so"
+    assert plugins.for_graph_set(Set({"plugin_library": {"file": "lib.so"}}, True)) == tmp_path / "lib.so"
+    assert plugins.for_graph_set(Set({}, True), "/x/y.so") == Path("/x/y.so")
 
 
 # ---------------------------------------------------------------- (c) real engines on a GPU
@@ -296,17 +297,16 @@ def engines(tmp_path_factory: pytest.TempPathFactory) -> dict:
 @gpu
 @pytest.mark.gpu
 def test_engines_match_onnx_runtime_chain_fused_and_graph_replay(engines: dict) -> None:
+    from pipeline.backend import graph_runners
     from pipeline.graphset import GraphSet
-    from pipeline.runners.onnxrt import graph_runners
 
-    b = engines["backend"]
-    g = GraphSet.load(engines["engines"]).batch(2)
-    ort_chain, ort_fused = graph_runners(GraphSet.load(engines["export"]).batch(2))
     x = {"images": np.random.default_rng(0).standard_normal((2, 1, 28, 28)).astype(np.float32)}
-    want_chain, want_fused = ort_chain.infer(x), ort_fused.infer(x)
-    chain, fused = trt_runner.graph_runners(g, b)
-    try:
-        assert chain.output_names == ort_chain.output_names and chain.batch == 2
+    with graph_runners(GraphSet.load(engines["export"]), 2) as ort:
+        want_chain, want_fused = ort.chain.infer(x), ort.fused.infer(x)
+        chain_names = ort.chain.output_names
+    with graph_runners(GraphSet.load(engines["engines"]), 2, device_chain=True) as trt:
+        chain, fused = trt.chain, trt.fused
+        assert chain.output_names == chain_names and chain.batch == 2
         got = chain.infer(x)
         for k, v in want_chain.items():
             if k.startswith("kept_indices"):
@@ -330,9 +330,9 @@ def test_engines_match_onnx_runtime_chain_fused_and_graph_replay(engines: dict) 
         chain.enqueue(events)
         chain.synchronize()
         assert all(events[i + 1].elapsed_ms(events[i]) >= 0 for i in range(len(chain.engines)))
-    finally:
-        chain.close()
-        fused.close()
+        for e in events:
+            e.destroy()
+    assert trt.chain.engines == [] and trt.fused.engines == []  # closed on leaving the block
 
 
 @gpu

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import trt_backend as tb
+from pipeline.backend import tensorrt as tb
 
 REPO = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("check_trt_api", REPO / "tools" / "check_trt_api.py")
@@ -115,7 +115,7 @@ def test_capability_probes_against_each_release(releases, surfaces):
 def test_project_code_uses_only_names_every_release_has_or_probes(surfaces):
     uses, findings = ct.run([REPO / "pipeline"], surfaces)
     assert not findings, "\n".join(map(str, findings))
-    names = {u.name for u in uses if u.file.endswith("trt_backend.py")}
+    names = {u.name for u in uses if u.file.endswith("backend/tensorrt/builder.py")}
     assert {"IBuilderConfig.set_memory_pool_limit", "ComputeCapability", "NetworkDefinitionCreationFlag.STRONGLY_TYPED",
             "Builder.build_serialized_network", "IBuilderConfig.DLA_core"} <= names
 

@@ -1,4 +1,4 @@
-"""pipeline/trt_backend.py on the real TensorRT for RTX builder (no GPU needed) and the real import failures."""
+"""pipeline/backend/tensorrt/ (loader, capabilities, builder) on the real TensorRT for RTX builder (no GPU needed) and the real import failures."""
 from __future__ import annotations
 
 import importlib.util
@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 from onnx import TensorProto, helper, save
 
-from pipeline import plan_header, targets
-from pipeline import trt_backend as tb
+from pipeline import targets
+from pipeline.backend import tensorrt as tb
+from pipeline.backend.tensorrt import plan_header
 
 REPO = Path(__file__).resolve().parents[1]
 HAS_RTX = importlib.util.find_spec("tensorrt_rtx") is not None
@@ -49,7 +50,9 @@ def test_missing_tensorrt_names_what_to_install(tmp_path):
     (tmp_path / "etc" / "nv_tegra_release").write_text("# R36 (release), REVISION: 4.3\n")
     with pytest.raises(tb.BackendError) as e:
         tb.import_backend("tensorrt", root=tmp_path)
-    assert "JetPack" in str(e.value) and "SYSTEM_SITE_PACKAGES=1" in str(e.value)
+    # the device set into a venv that sees JetPack's TensorRT, never `make setup` (torch and ModelOpt on aarch64)
+    assert "JetPack" in str(e.value) and "--system-site-packages" in str(e.value) and "'.[device,cuda12]'" in str(e.value)
+    assert "make setup" not in str(e.value)
     assert "does not run on Jetson" in tb.install_hint("tensorrt-rtx", root=tmp_path)
     assert "tensorrt-rtx-cu13" in tb.install_hint("tensorrt-rtx", root=tmp_path / "not-a-jetson")
 
@@ -65,7 +68,7 @@ def test_a_package_named_tensorrt_without_the_bindings_is_not_taken_for_tensorrt
     the backend says so instead of failing later on trt.Builder. The situation itself: an empty `tensorrt`."""
     (tmp_path / "tensorrt").mkdir()
     (tmp_path / "tensorrt" / "__init__.py").write_text("")
-    code = ("from pipeline import trt_backend as tb\n"
+    code = ("from pipeline.backend import tensorrt as tb\n"
             "try:\n    tb.load('tensorrt')\nexcept tb.BackendError as e:\n    print(e)\n")
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}
     r = subprocess.run([sys.executable, "-c", code], check=False, cwd=REPO, capture_output=True, text=True, env=env, timeout=60)

@@ -41,7 +41,8 @@ def test_helpers() -> None:
     assert metrics.compose(prev, np.array([[3, 0]])).tolist() == [[13, 10]]
     assert metrics.compose(None, np.array([[3, 0]])).tolist() == [[3, 0]]
     tok = np.arange(3 * 2).reshape(1, 3, 2).astype(float)  # class token + patches with ids [7, 2]
-    assert metrics.grid_order(tok, np.array([[7, 2]]))[0, :, 0].tolist() == [0, 4, 2]
+    got, ref, n = metrics.aligned_rows(tok, np.array([[7, 2]]), tok[:, [0, 2, 1]], np.array([[2, 7]]))
+    assert got[:, 0].tolist() == ref[:, 0].tolist() == [0, 4, 2] and n.tolist() == [3]  # class token, then by id
     e = metrics.ErrStats()
     e.update(np.ones((2, 3)), np.ones((2, 3)))
     assert e.to_dict() == {"max_abs": 0.0, "mean_abs": 0.0, "cosine_mean": 1.0, "cosine_min": 1.0}
@@ -60,6 +61,7 @@ def test_fp32_export_matches_pytorch_exactly(art: dict, tmp_path: Path) -> None:
     assert all(k["identical"] == 1.0 for k in r["chain"]["kept_isolated"])
     for b in r["chain"]["boundaries"]:
         assert b["chained"]["max_abs"] < 1e-4 and b["chained"]["cosine_min"] > 0.99999
+        assert b["chained"]["tokens_fraction"] == b["isolated"]["tokens_fraction"] == 1.0  # the same tokens kept
     assert r["chain_vs_fused"]["logits_max_abs"] < 1e-5 and r["chain_vs_fused"]["kept_identical"] == [1.0] * 3
     bc = r["batch_consistency"]
     assert bc["batch_sizes"] == [4, 1] and bc["samples"] == LIMIT
@@ -76,6 +78,8 @@ def test_fp16_and_int8_are_close_but_not_exact(art: dict) -> None:
     assert 0 < r16["chain"]["logits"]["max_abs"] < 0.1
     assert min(k["iou_mean"] for k in r16["chain"]["kept"]) > 0.9
     assert all(k["iou_mean"] == 1.0 for k in r16["chain"]["kept_isolated"][:1])
+    for b in r16["chain"]["boundaries"]:  # tokens paired by patch position: FP16 rounding only
+        assert b["chained"]["cosine_min"] > 0.999 and b["chained"]["tokens_compared"] >= LIMIT
     r8 = run(art["int8"], batch_size=4, consistency_samples=0)
     assert r8["requirements"]["profile"] == "int8"
     assert 0 < r8["fused"]["logits"]["max_abs"] < 1.0

@@ -13,17 +13,17 @@ Surfaces (what each release defines):
 * a few names that the `tensorrt` package's __init__.py adds in Python (PACKAGE_NAMES below);
 * the installed TensorRT for RTX (`tensorrt_rtx`), by introspection, unless --no-rtx or not installed.
 
-Uses (what the code touches), found in the AST under the conventions of pipeline/trt_backend.py: the module
+Uses (what the code touches), found in the AST under the conventions of pipeline/backend/tensorrt/: the module
 object is `trt`, an attribute `.trt`, or the name a file imports tensorrt/tensorrt_rtx as; `trt.A.B` is name
 `A.B`; `x.attr` is `Class.attr` when `x` is annotated `trt.Class` (parameter, annotated assignment, dataclass
 field on `self`), or holds the result of a project function annotated `-> trt.Class`.
 
 Findings (exit status 1):
-* a used name missing from a release and not listed by any capability in trt_backend.CAPABILITIES, or listed
+* a used name missing from a release and not listed by any capability in backend.tensorrt.capabilities.CAPABILITIES, or listed
   but used in a function that never asks `has("<that capability>")`;
 * a name that exists in no release at all (an invented name, e.g. trt.BuilderFlag.FAST_MATH_X);
 * code the check cannot follow: TensorRT results assigned to unannotated names or chained
-  (`builder.create_network(0).num_layers`), `getattr` with a computed name outside trt_backend.py,
+  (`builder.create_network(0).num_layers`), `getattr` with a computed name outside the backend's probes (BACKEND_OWNERS),
   `from tensorrt import ...`.
 Without TensorRT-RTX installed, names only it defines (listed under a capability) cannot be verified and are
 not reported; the check says so.
@@ -44,7 +44,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from pipeline.trt_backend import CAPABILITIES
+from pipeline.backend.tensorrt import CAPABILITIES
 
 RELEASES = ("v10.3.0", "v10.13.3", "v11.1")
 ENV_ROOT = "DVIT_TRT_OSS_ROOT"
@@ -54,7 +54,10 @@ TRT_MODULES = ("tensorrt", "tensorrt_rtx")
 PACKAGE_NAMES = {"__version__", "volume", "nptype", "common_enter", "common_exit"}
 PACKAGE_MEMBERS = {"DataType": {"itemsize"}, "Logger": {"Severity"}}
 ENUM_IMPLICIT = {"name", "value"}
-BACKEND_OWNER = "trt_backend.py"  # the one module allowed computed getattr on TensorRT (its probes)
+# The modules allowed computed getattr on TensorRT: the probes and the builder's names taken from the capability table
+# (pipeline/backend/tensorrt/).
+BACKEND_OWNERS = ("pipeline/backend/tensorrt/capabilities.py", "pipeline/backend/tensorrt/loader.py",
+                  "pipeline/backend/tensorrt/builder.py")
 
 
 # ---------------------------------------------------------------------------------------------- surfaces
@@ -444,7 +447,7 @@ class _FileScanner(ast.NodeVisitor):
         self.generic_visit(node)
 
     def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
-        if node.module and node.module.split(".")[0] in TRT_MODULES:
+        if node.level == 0 and node.module and node.module.split(".")[0] in TRT_MODULES:  # not `from .tensorrt import`
             self._find(node, f"from {node.module} import ...: use `trt.<name>` so the API check sees it")
 
     def visit_ClassDef(self, node: ast.ClassDef) -> None:
@@ -536,8 +539,8 @@ class _FileScanner(ast.NodeVisitor):
                     for a in node.args[2:]:
                         self.visit(a)
                     return
-                if Path(self.rel).name != BACKEND_OWNER:
-                    self._find(node, f"{f.id}() with a computed name on TensorRT: only {BACKEND_OWNER} may "
+                if Path(self.rel).as_posix() not in BACKEND_OWNERS:
+                    self._find(node, f"{f.id}() with a computed name on TensorRT: only {', '.join(BACKEND_OWNERS)} may "
                                      "do that (behind its probes)")
         self.generic_visit(node)
 
@@ -644,7 +647,7 @@ def check(uses: Iterable[Use], surfaces: list[Surface]) -> list[Finding]:
             continue
         elif u.name not in guarded:
             findings.append(Finding(u.file, u.line, f"trt.{u.name} is missing from {', '.join(missing)}: list it "
-                                                    "under a capability in trt_backend.CAPABILITIES and use it "
+                                                    "under a capability in backend.tensorrt.capabilities.CAPABILITIES and use it "
                                                     "behind backend.has(...)"))
         elif not guarded[u.name] & u.guards:
             caps = " or ".join(f'has("{c}")' for c in sorted(guarded[u.name]))
@@ -658,7 +661,7 @@ def check_capabilities(surfaces: list[Surface]) -> list[Finding]:
     only with the TensorRT-RTX surface present, since some names are its own."""
     if not has_rtx(surfaces):
         return []
-    return [Finding("pipeline/trt_backend.py", 0, f"capability {cap}: trt.{n} exists in no release checked")
+    return [Finding("pipeline/backend/tensorrt/capabilities.py", 0, f"capability {cap}: trt.{n} exists in no release checked")
             for cap, c in CAPABILITIES.items() for n in c.names if not any(s.has(n) for s in surfaces)]
 
 

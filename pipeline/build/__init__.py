@@ -10,7 +10,7 @@ runners, `dvit validate`, `dvit latency` and `dvit report` read. Why it works as
 * precision comes from the graphs: every network is strongly typed and no precision builder flag is ever set,
   so an FP16, INT8 or mixed graph set builds into exactly what `dvit precision` wrote;
 * the target profile (targets/*.toml) decides the backend, SMs, workspace, optimisation level and DLA; what a
-  TensorRT release can or cannot do is asked of pipeline.trt_backend's capabilities, never of version numbers;
+  TensorRT release can or cannot do is asked of pipeline.backend.tensorrt's capabilities, never of version numbers;
 * an engine is reused from the cache only when graph, plugin library, backend version, target, SMs and builder
   settings all match (pipeline.build.cache); --out appears complete or not at all (pipeline.io.atomic_dir).
 
@@ -32,13 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .. import cuda_buffers
-from ..errors import ConfigError, DvitError
-from ..graphset import GraphEntry, GraphSet, batch_section, write_graph_set
-from ..io import atomic_dir, atomic_write, atomic_write_json, ensure_writable_dir, sha256_file
-from ..manifest import file_entry
-from ..targets import ENV_DIR, Target, backend_label, load_target
-from ..trt_backend import (
+from .. import cli_args
+from ..backend.tensorrt import (
     MODULES,
     Backend,
     BackendError,
@@ -52,11 +47,17 @@ from ..trt_backend import (
     is_jetson,
     load_for,
     parse_onnx,
+    plugins,
     settings_json,
     timing_cache_note,
 )
+from ..backend.tensorrt import cuda as cuda_buffers
+from ..errors import ConfigError, DvitError
+from ..graphset import GraphEntry, GraphSet, batch_section, write_graph_set
+from ..io import atomic_dir, atomic_write, atomic_write_json, ensure_writable_dir, sha256_file
+from ..manifest import file_entry
+from ..targets import ENV_DIR, Target, backend_label, load_target
 from . import layers
-from . import plugin_lib as plugins
 from .cache import DEFAULT_DIR as DEFAULT_CACHE_DIR
 from .cache import EngineCache, cache_key
 
@@ -348,16 +349,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "(strongly typed networks); the target decides backend, SMs, workspace and optimisation level. Engines "
         "whose graph, plugin library, backend version, target and builder settings match a cached one are "
         "reused from --cache-dir.")
-    parser.add_argument("--graphs", required=True, metavar="DIR",
-                        help="graph set to build: the output of dvit export, precision or plugin-pass")
-    parser.add_argument("--target", required=True, metavar="NAME",
-                        help="device profile (`dvit targets` lists them), e.g. desktop-rtx, orin-nano")
+    cli_args.add_graphs(parser, help="graph set to build: the output of dvit export, precision or plugin-pass")
+    cli_args.add_target(parser)
     parser.add_argument("--out", required=True, metavar="DIR", help="output directory (engines + manifest.json)")
-    parser.add_argument("--plugin-lib", default=None, metavar="PATH",
-                        help="the DvitTopKGather plugin library, needed when the graphs hold plugin nodes "
-                             f"(default: {plugins.DEFAULT_SEARCH[0]}, as `make plugins` writes it)")
-    parser.add_argument("--batch-sizes", default=None, metavar="B,..",
-                        help="build only these batch sizes, e.g. 8,1 (default: every batch size of the graph set)")
+    cli_args.add_plugin_lib(parser, default_text=f"{plugins.DEFAULT_SEARCH[0]}, as `make plugins` writes it")
+    cli_args.add_batch_sizes(parser, help="build only these batch sizes, e.g. 8,1 (default: every batch size of the "
+                                          "graph set)")
     parser.add_argument("--cache-dir", default=str(DEFAULT_CACHE_DIR), metavar="DIR",
                         help=f"engine cache (and TensorRT's timing cache), shared between builds (default "
                              f"{DEFAULT_CACHE_DIR})")
@@ -366,7 +363,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--targets-dir", default=None, metavar="DIR",
                         help=f"folder of target profiles (default: targets/ of this checkout, or ${ENV_DIR})")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    cli_args.add_progress(parser)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -12,7 +12,7 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..trt_backend import Backend
+from ..backend.tensorrt import Backend
 
 if TYPE_CHECKING:  # annotations only; at run time `trt` is the module of the Backend in hand
     import tensorrt as trt

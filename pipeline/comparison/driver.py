@@ -4,10 +4,12 @@ Conventions
 -----------
 * stage chain: stage 0 takes the images, stage i >= 1 the tokens stage i-1 produced (the candidate all the way);
   isolated: stage i >= 1 takes the reference's tokens at its input instead.
-* boundary i: the tensor entering stage i (tokens_i), compared with the reference's tensor there. Rows of
-  token tensors are put in patch-grid order on both sides (class token first) before comparing, so a kept set
-  chosen in another order (ties between equal keep scores) is not counted as numeric error; a different kept
-  set is (and shows in the kept-token metrics too).
+* boundary i: the tensor entering stage i (tokens_i), compared with the reference's tensor there, token by
+  token: each row is mapped to its original patch position (the kept indices of the earlier pruning points
+  composed; the class token to itself) and only positions both sides kept are compared, per image. A kept set
+  chosen in another order is thus no numeric error, and where the candidate kept another set (shown by the
+  kept-token metrics) its other tokens are left out rather than paired with unrelated ones; tokens_compared
+  (class token included) against tokens_reference says how many were compared.
 * kept tokens: relative indices are composed through the stages into positions of the original patch grid;
   per sample IoU = |A n B| / |A u B| of the kept sets.
 * accuracy/agreement are fractions in [0, 1]; "agreement" = same top-1 class as the reference.
@@ -28,7 +30,7 @@ import numpy as np
 from ..image_slice import ImageSlice
 from ..runners.base import Runner, run_batched
 from ..runners.chain import StageChain
-from .metrics import ErrStats, KeptStats, compose, compose_all, grid_order
+from .metrics import ErrStats, KeptStats, TokenErrStats, compose, compose_all
 
 REF_CHUNK = 256
 
@@ -42,16 +44,16 @@ class _Acc:
     logits: dict[str, np.ndarray] = field(default_factory=dict)
     ids: dict[str, list[np.ndarray]] = field(default_factory=dict)
     err: dict[str, ErrStats] = field(default_factory=dict)
-    bnd_chain: list[ErrStats] = field(default_factory=list)
-    bnd_iso: list[ErrStats] = field(default_factory=list)
+    bnd_chain: list[TokenErrStats] = field(default_factory=list)
+    bnd_iso: list[TokenErrStats] = field(default_factory=list)
     kept: dict[str, list[KeptStats]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         S = len(self.keep_counts) + 1
         self.ids = {k: [np.zeros((self.n, kc), np.int64) for kc in self.keep_counts] for k in ("reference", "chain", "fused")}
         self.err = {k: ErrStats() for k in ("chain_logits", "fused_logits", "chain_vs_fused", "isolated_logits")}
-        self.bnd_chain = [ErrStats() for _ in range(S)]
-        self.bnd_iso = [ErrStats() for _ in range(S)]
+        self.bnd_chain = [TokenErrStats() for _ in range(S)]
+        self.bnd_iso = [TokenErrStats() for _ in range(S)]
         self.kept = {k: [KeptStats(i + 1, kc) for i, kc in enumerate(self.keep_counts)]
                      for k in ("chain", "fused", "isolated")}
 
@@ -93,13 +95,17 @@ def _batch(chain: StageChain, fused: Runner, S: int, s: int, v: int, x: np.ndarr
         a.kept["fused"][i].update(fu_ids[i][sl], ref_ids[i][sl])
     if not tokens:
         return
-    # Boundary i: the tokens entering stage i (before pruning point i), rows in patch-grid order.
-    # Their rows follow the kept ids of pruning point i-1 (the patch grid itself for i = 1).
+
+    def real(ids: np.ndarray | None) -> np.ndarray | None:
+        return None if ids is None else ids[sl]
+
+    # Boundary i: the tokens entering stage i (before pruning point i), compared by original patch position.
+    # Their rows follow the kept ids of pruning point i-1 (the patch grid itself for i = 1), each side its own.
     for i in range(1, S):
         name = f"tokens_{i}"
         rows_ref = ref_ids[i - 2] if i >= 2 else None
         rows_ch = ch_ids[i - 2] if i >= 2 else None
-        a.bnd_chain[i].update(grid_order(ch[name], rows_ch)[sl], grid_order(ref[name], rows_ref)[sl])
+        a.bnd_chain[i].update_aligned(ch[name][sl], real(rows_ch), ref[name][sl], real(rows_ref))
         # isolated: stage i fed the reference's tokens; its kept ids and its output against the reference's
         st = chain.stages[i]
         out = st.infer({name: ref[name]})
@@ -109,9 +115,10 @@ def _batch(chain: StageChain, fused: Runner, S: int, s: int, v: int, x: np.ndarr
             a.err["isolated_logits"].update(out["logits"][sl], ref["logits"][sl])
         else:
             nxt = f"tokens_{i + 1}"
-            a.bnd_iso[i + 1].update(grid_order(out[nxt], iso_ids)[sl], grid_order(ref[nxt], ref_ids[i - 1])[sl])
-    if S > 1:
-        a.bnd_iso[1].update(ch["tokens_1"][sl], ref["tokens_1"][sl])  # stage 0 always takes the images: as chained
+            # the stage chose its own kept set from the reference's tokens: aligned as the chain is
+            a.bnd_iso[i + 1].update_aligned(out[nxt][sl], iso_ids[sl], ref[nxt][sl], ref_ids[i - 1][sl])
+    if S > 1:  # stage 0 always takes the images: as chained
+        a.bnd_iso[1].update_aligned(ch["tokens_1"][sl], None, ref["tokens_1"][sl], None)
 
 
 def _padded(x: np.ndarray, B: int) -> np.ndarray:

@@ -92,10 +92,64 @@ def compose_all(relative: list[np.ndarray]) -> list[np.ndarray]:
     return ids
 
 
-def grid_order(tokens: np.ndarray, ids: np.ndarray | None) -> np.ndarray:
-    """Token rows (class token first) with the patch rows sorted by patch id; unchanged when ids is None."""
-    if ids is None:
-        return tokens
-    order = np.argsort(ids, axis=1, kind="stable")
-    patches = np.take_along_axis(tokens[:, 1:], order[:, :, None], axis=1)
-    return np.concatenate([tokens[:, :1], patches], axis=1)
+def patch_positions(tokens: np.ndarray, ids: np.ndarray | None) -> np.ndarray:
+    """[B, n] original patch position of each patch row of `tokens` [B, n+1, C] (class token first): `ids`, or
+    the patch grid itself (0 .. n-1) when ids is None."""
+    if ids is not None:
+        return np.asarray(ids, dtype=np.int64)
+    n = tokens.shape[1] - 1
+    return np.broadcast_to(np.arange(n, dtype=np.int64), (tokens.shape[0], n))
+
+
+def aligned_rows(got: np.ndarray, got_ids: np.ndarray | None, ref: np.ndarray, ref_ids: np.ndarray | None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The rows of two token tensors [B, n+1, C] (class token first) paired by original patch position.
+
+    Patch rows sit at the positions `got_ids` / `ref_ids` [B, n] (None: the patch grid) and only positions both
+    sides kept are paired, so two sides that kept different sets, or one set in another order, are compared
+    token by token. Returns (got rows [M, C], ref rows [M, C], rows paired per sample [B]); the rows are the
+    class tokens of all samples, then each sample's shared patches in patch-id order.
+    """
+    if got.shape[0] != ref.shape[0] or got.shape[2:] != ref.shape[2:]:
+        raise DvitError(f"internal: aligning token tensors of shapes {got.shape} and {ref.shape}")
+    pg, pr = patch_positions(got, got_ids), patch_positions(ref, ref_ids)
+    B = got.shape[0]
+    P = 1 + max(int(pg.max(initial=-1)), int(pr.max(initial=-1)))
+
+    def row_of(pos: np.ndarray) -> np.ndarray:  # [B, P]: the patch row holding each position, -1 if not kept
+        rows = np.full((B, P), -1, np.int64)
+        np.put_along_axis(rows, pos, np.broadcast_to(np.arange(1, pos.shape[1] + 1), pos.shape), axis=1)
+        return rows
+
+    rg, rr = row_of(pg), row_of(pr)
+    b, p = np.nonzero((rg >= 0) & (rr >= 0))
+    g = np.concatenate([got[:, 0], got[b, rg[b, p]]])
+    r = np.concatenate([ref[:, 0], ref[b, rr[b, p]]])
+    return g, r, 1 + np.bincount(b, minlength=B)
+
+
+@dataclass
+class TokenErrStats(ErrStats):
+    """ErrStats of token tensors compared by original patch position (aligned_rows), with how many tokens were
+    compared: the class token and the patch tokens both sides kept, against the reference's token count."""
+
+    compared: int = 0
+    reference: int = 0
+    samples: int = 0
+
+    def update_aligned(self, got: np.ndarray, got_ids: np.ndarray | None, ref: np.ndarray,
+                       ref_ids: np.ndarray | None) -> None:
+        g, r, n = aligned_rows(got, got_ids, ref, ref_ids)
+        self.update(g, r)
+        self.compared += int(n.sum())
+        self.reference += ref.shape[0] * ref.shape[1]
+        self.samples += ref.shape[0]
+
+    def to_dict(self) -> dict[str, float]:
+        return {
+            **super().to_dict(),
+            "tokens_compared": self.compared,
+            "tokens_reference": self.reference,
+            "tokens_per_image": self.compared / max(1, self.samples),
+            "tokens_fraction": self.compared / max(1, self.reference),
+        }

@@ -20,12 +20,14 @@
 
 One ssh connection (ControlMaster) carries every command and rsync; ssh runs in BatchMode with ConnectTimeout and
 the host-key policy of --host-key-check. Imports neither torch, timm nor ModelOpt.
+
+The options are one frozen DeployOptions (options.py), built once from the command line and passed down; every
+remote command is rendered by one render.Renderer, whose output the run executes and --dry-run prints.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import os
 import re
@@ -34,24 +36,25 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import cli_args
 from ..errors import ConfigError, DvitError
 from ..io import atomic_dir, atomic_write_json
 from ..targets import Target, load_target
 from . import bundle as bundle_mod
 from . import preflight, remote, tegrastats
+from .options import DEFAULT_OUT, DEFAULT_REMOTE_DIR, DeployOptions
+from .render import HEADER_DIRS, Renderer, plugin_archs
 from .ssh import HOST_KEY_CHECKS, Remote, Ssh
 
+__all__ = ["DEFAULT_OUT", "DEFAULT_REMOTE_DIR", "HEADER_DIRS", "DeployError", "DeployOptions", "DeployResult",
+           "StepRecord", "configure", "deploy", "main", "plugin_archs", "power_summary", "summary_markdown"]
+
 FORMAT = "dvit-edge/deploy/v1"
-DEFAULT_REMOTE_DIR = "~/dvit-deploy"
-DEFAULT_OUT = "deploy-results"
-# Where TensorRT's headers usually are on the device (JetPack: /usr/include/aarch64-linux-gnu).
-HEADER_DIRS = ("/usr/include/aarch64-linux-gnu", "/usr/include/x86_64-linux-gnu", "/usr/include",
-               "/usr/local/tensorrt/include", "/opt/tensorrt/include")
 ENGINE_ESTIMATE_SLACK = 64 << 20  # bytes added to the bundle size for engines, caches and logs
 
 
@@ -98,34 +101,8 @@ class DeployResult:
         return d
 
 
-def _header_dirs(tensorrt_root: str | None) -> list[str]:
-    if not tensorrt_root:
-        return list(HEADER_DIRS)
-    r = tensorrt_root.rstrip("/")
-    return [f"{r}/include", r]
-
-
 def _safe_name(s: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", s).strip("_") or "device"
-
-
-def _plugin_key(b: bundle_mod.Bundle, archs: str, facts: preflight.DeviceFacts) -> str:
-    h = hashlib.sha256()
-    for part in (b.plugin_sources_sha256(), archs, facts.trt_headers or "", facts.nvcc or "", facts.cuda or "",
-                 facts.backend_version(b.target.backend) or ""):
-        h.update(part.encode() + b"\0")
-    return h.hexdigest()[:16]
-
-
-def plugin_archs(target: Target, facts: preflight.DeviceFacts | None, override: str | None) -> str:
-    """The CUDA architectures to build the plugin for: --cuda-archs, else the device's own SM when the target
-    lists it, else every architecture of the target."""
-    if override:
-        return override
-    if facts is not None and facts.compute_capability in target.compute_capabilities:
-        cc = facts.compute_capability
-        return next((a for a in target.cuda_archs if re.match(rf"^{cc}(?![0-9])", a)), str(cc))
-    return target.cuda_archs_cmake
 
 
 def _last_lines(text: str, n: int = 30) -> str:
@@ -178,71 +155,32 @@ def power_summary(out_dir: Path, interval_ms: int) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------- the API
-def deploy(
-    graphs: str | os.PathLike[str],
-    *,
-    target: str,
-    host: str,
-    port: int | None = None,
-    identity: str | None = None,
-    reference: str | os.PathLike[str] | None = None,
-    remote_dir: str = DEFAULT_REMOTE_DIR,
-    remote_python: str | None = None,
-    out: str | os.PathLike[str] = DEFAULT_OUT,
-    dry_run: bool = False,
-    build: bool = True,
-    only_validate: bool = False,
-    progress: bool = True,
-    host_key_check: str = "accept-new",
-    known_hosts: str | None = None,
-    connect_timeout: int = 10,
-    ssh_options: Sequence[str] = (),
-    tensorrt_root: str | None = None,
-    cuda_archs: str | None = None,
-    need_disk_mb: float | None = None,
-    keep_releases: int = 3,
-    tegrastats_ms: int = 200,
-    jobs: int | None = None,
-    latency_args: str | Sequence[str] = (),
-    source: str | os.PathLike[str] = bundle_mod.REPO,
-    echo: Callable[[str], None] | None = None,
-) -> DeployResult:
-    """Deploy `graphs` to `host` for `target`; see the module docstring. Raises DvitError (one line) for bad input
-    or a device that does not fit, DeployError when a step fails on the device (after bringing its logs back)."""
+def deploy(opts: DeployOptions, *, echo: Callable[[str], None] | None = None) -> DeployResult:
+    """Deploy `opts.graphs` to `opts.host` for `opts.target`; see the module docstring. `echo` receives the progress
+    lines (default print). Raises DvitError (one line) for bad input or a device that does not fit, DeployError
+    when a step fails on the device (after bringing its logs back)."""
     t0 = time.monotonic()
-    say = (echo or print) if progress else (lambda _s: None)
-    tgt = load_target(target)
-    if only_validate:
-        build = False
-    if only_validate and reference is None:
-        raise ConfigError("--only-validate needs --reference REF.npz (the recording to validate against)")
-    if keep_releases < 1:
-        raise ConfigError(f"--keep-releases {keep_releases}: keep at least 1")
-    rem = Remote.parse(host, port=port, identity=identity, host_key_check=host_key_check, known_hosts=known_hosts,
-                       connect_timeout=connect_timeout, options=tuple(ssh_options))
+    say = (echo or print) if opts.progress else (lambda _s: None)
+    tgt = load_target(opts.target)
+    opts.check()
+    rem = opts.remote()
     release = time.strftime("%Y%m%d-%H%M%S")
     try:
-        layout = remote.Layout.make(remote_dir, release)
+        layout = remote.Layout.make(opts.remote_dir, release)
     except ValueError:
-        raise ConfigError(f"--remote-dir {remote_dir!r}: use a plain path (letters, digits, ._/~+-), e.g. "
+        raise ConfigError(f"--remote-dir {opts.remote_dir!r}: use a plain path (letters, digits, ._/~+-), e.g. "
                           "~/dvit-deploy or /data/dvit-deploy") from None
-    b = bundle_mod.plan(graphs, tgt, reference, repo=source)
-    need_bytes = (int(need_disk_mb * 2**20) if need_disk_mb is not None
+    b = bundle_mod.plan(opts.graphs, tgt, opts.reference, repo=opts.source)
+    need_bytes = (int(opts.need_disk_mb * 2**20) if opts.need_disk_mb is not None
                   else b.bytes + sum(f.bytes for f in b.files if f.dest.startswith("graphs/")) + ENGINE_ESTIMATE_SLACK)
-    py = remote_python or f"{layout.venv}/bin/python"
+    cmds = Renderer(opts, tgt, layout, b)
     result = DeployResult(status="running", host=rem.label, target=tgt.name, release=release)
-    conditions = remote.Conditions(managed_venv=remote_python is None, building=build, only_validate=only_validate,
-                                   reference=reference is not None, plugin_buildable=True)
-    extra = shlex.split(latency_args) if isinstance(latency_args, str) else list(latency_args)
-    base_ctx: dict[str, Any] = {
-        "py": shlex.quote(py) if remote_python else py, "target": tgt.name, "reference": b.reference or "",
-        "keep": keep_releases, "keep_from": keep_releases + 1, "tegrastats_ms": int(tegrastats_ms),
-        "latency_extra": "".join(" " + shlex.quote(a) for a in extra)}
-    header_dirs = _header_dirs(tensorrt_root)
+    conditions = remote.Conditions(managed_venv=opts.remote_python is None, building=opts.building,
+                                   only_validate=opts.only_validate, reference=opts.reference is not None,
+                                   plugin_buildable=True)
 
-    if dry_run:
-        return _dry_run(result, rem, layout, b, tgt, base_ctx, conditions, header_dirs, remote_python, cuda_archs,
-                        jobs, say if progress else print, t0)
+    if opts.dry_run:
+        return _dry_run(result, rem, cmds, conditions, say if opts.progress else print, t0)
 
     stage_dir = Path(tempfile.mkdtemp(prefix="dvit-bundle-"))
     failed: str | None = None
@@ -252,14 +190,12 @@ def deploy(
             # ---- 1. preflight (reads only; a device that does not fit leaves no trace anywhere)
             say(f"dvit deploy: {tgt.name} to {rem.label}, release {release}")
             t = time.monotonic()
-            script = preflight.facts_script(layout.root, shlex.quote(remote_python) if remote_python else "python3",
-                                            header_dirs)
-            r = ssh.run(script, timeout=120, what="preflight")
+            r = ssh.run(cmds.preflight(), timeout=120, what="preflight")
             facts_text = r.stdout
             facts = preflight.parse_facts(facts_text)
-            fit = preflight.check_fit(facts, tgt, host=rem.host, need_bytes=need_bytes, remote_dir=remote_dir,
-                                      needs_plugin=b.uses_plugin, building=build,
-                                      remote_python_given=remote_python is not None)
+            fit = preflight.check_fit(facts, tgt, host=rem.host, need_bytes=need_bytes, remote_dir=opts.remote_dir,
+                                      needs_plugin=b.uses_plugin, building=opts.building,
+                                      remote_python_given=opts.remote_python is not None)
             result.facts, result.fit = facts.to_dict(), fit.to_dict()
             result.steps.append(StepRecord("preflight", "ok" if fit.ok else "failed", seconds=time.monotonic() - t))
             if not fit.ok:
@@ -272,11 +208,10 @@ def deploy(
                 result.warnings.append(w)
             for n in fit.notes:
                 say(f"  note: {n}")
-            if not build and facts.current_release is None:
-                raise DvitError(f"{'--only-validate' if only_validate else '--no-build'} reuses the engines of the "
-                                f"current release, but {rem.host} has none in {remote_dir}: deploy once without it")
+            if not opts.building and facts.current_release is None:
+                raise DvitError(f"{opts.reuse_flag} reuses the engines of the current release, but {rem.host} has "
+                                f"none in {opts.remote_dir}: deploy once without it")
             conditions.current_has_engines = facts.current_has_engines
-            archs = plugin_archs(tgt, facts, cuda_archs)
             conditions.plugin_buildable = bool(facts.nvcc and facts.tools.get("cmake") and facts.trt_headers
                                                and any(f.dest.startswith("plugins/") for f in b.files))
             if not conditions.plugin_buildable:
@@ -284,22 +219,17 @@ def deploy(
                                           ("TensorRT headers", facts.trt_headers)) if not v]
                 conditions.plugin_why_not = (f"the device has no {', '.join(missing) or 'plugin sources'}; the graphs "
                                              "use no plugin")
-            ctx = remote.context(layout, **base_ctx, archs=archs, nvcc=facts.nvcc or "nvcc",
-                                 trt_include=facts.trt_headers or "", jobs=jobs or facts.cpus or 2,
-                                 plugin_key=_plugin_key(b, archs, facts), plugin_lib_arg="", validate_graphs="",
-                                 latency_graphs="", latency_backend="", latency_plugin_arg="", latency_arg="",
-                                 engines_arg="")
             # ---- 2. ship into a fresh release directory
             t = time.monotonic()
-            r = ssh.run(remote.make_release_dir(layout), timeout=60, what="mkdir")
+            r = ssh.run(cmds.release_dir(), timeout=60, what="mkdir")
             if not r.ok:
                 raise DvitError(f"cannot create {layout.rel} on {rem.host} ({_last_lines(r.stderr, 1)}): free the "
                                 "name or pass another --remote-dir")
             b.stage(stage_dir)
             os.chmod(stage_dir, 0o755)  # rsync -a gives the release directory the staging directory's mode
             link = facts.current_release is not None
-            r = ssh.rsync([f"{stage_dir}/"], ssh.remote_path(f"{layout.rsync_rel}/"),
-                          *remote.rsync_ship_options(link), timeout=3600, what="shipping the bundle")
+            ship = cmds.ship(ssh, str(stage_dir), link)
+            r = ssh.rsync(list(ship.sources), ship.dest, *ship.options, timeout=3600, what="shipping the bundle")
             sent = [line[12:] for line in r.stdout.splitlines() if line.startswith("<f")]
             total = len(b.files) + 2
             result.transfer = {"files": total, "sent": len(sent), "unchanged": total - len(sent), "sent_files": sent,
@@ -314,12 +244,11 @@ def deploy(
                 f"({b.bytes / 2**20:.1f} MiB bundle{', hard links to current' if link else ''})")
 
             # ---- 3. the steps
-            failed = _run_steps(ssh, layout, ctx, conditions, b, facts, result, say)
+            failed = _run_steps(ssh, cmds, conditions, facts, result, say)
             result.engines = _engines_record(result, facts)
 
             # ---- 4. bring the results back (also after a failure: the logs say why)
-            result.results_dir = _collect(ssh, layout, rem, tgt, release, out, result, b, facts_text=facts_text,
-                                          ts_ms=tegrastats_ms, failed=failed)
+            result.results_dir = _collect(ssh, cmds, rem, opts.out, result, facts_text=facts_text, failed=failed)
     finally:
         shutil.rmtree(stage_dir, ignore_errors=True)
     result.seconds = round(time.monotonic() - t0, 2)
@@ -380,34 +309,21 @@ def _describe_device(say: Callable[[str], None], f: preflight.DeviceFacts, tgt: 
     say(f"  preflight {'; '.join(parts)}")
 
 
-def _run_steps(ssh: Ssh, layout: remote.Layout, ctx: dict[str, Any], c: remote.Conditions, b: bundle_mod.Bundle,
-               facts: preflight.DeviceFacts, result: DeployResult, say: Callable[[str], None]) -> str | None:
+def _run_steps(ssh: Ssh, cmds: Renderer, c: remote.Conditions, facts: preflight.DeviceFacts, result: DeployResult,
+               say: Callable[[str], None]) -> str | None:
     """Runs the step table in order; returns the name of the failed step, or None."""
     ran: dict[str, str] = {}
     for i, step in enumerate(remote.STEPS, start=1):
-        engines = ran.get("build") == "ok" or ran.get("reuse-engines") == "ok"
-        out, rel = layout.out, layout.rel
-        ctx.update(
-            plugin_lib_arg=(f" --plugin-lib {out}/plugins/libdvit_trt_plugins.so"
-                            if ran.get("plugin") == "ok" and b.uses_plugin else ""),
-            validate_graphs=f"{out}/engines" if engines and facts.has_gpu else f"{rel}/graphs",
-            latency_graphs=f"{out}/engines" if engines else f"{rel}/graphs",
-            latency_backend="tensorrt" if engines else "onnxruntime",
-            latency_plugin_arg=(f" --plugin-library {out}/plugins/libdvit_trt_plugins.so"
-                                if engines and b.uses_plugin else ""),
-            latency_arg=f" --latency {out}/latency.json" if ran.get("latency") == "ok" else "",
-            engines_arg=f" --engines {out}/engines" if engines else "",
-        )
         reason = remote.skip_reason(step, c, ran)
         if reason is not None:
-            ssh.run(remote.skip_line(step, out, reason), timeout=60, what="step log")
+            ssh.run(cmds.skipped(step, reason), timeout=60, what="step log")
             ran[step.name] = "skipped"
             result.steps.append(StepRecord(step.name, "skipped", reason=reason))
             say(f"  {step.name:<9} skipped: {reason}")
             continue
-        command = remote.render(step, ctx)
+        command = cmds.step(step, facts, ran)
         t = time.monotonic()
-        r = ssh.run(remote.wrap(step, i, command, out, rel), timeout=step.timeout, what=f"step {step.name}")
+        r = ssh.run(cmds.wrapped(step, i, command), timeout=step.timeout, what=f"step {step.name}")
         rec = StepRecord(step.name, "ok" if r.ok else "failed", returncode=r.returncode,
                          seconds=round(time.monotonic() - t, 2), command=command,
                          stderr_tail=_last_lines(r.stderr) if not r.ok else None)
@@ -432,24 +348,24 @@ def _step_detail(name: str, stdout: str) -> str:
     return "ok"
 
 
-def _collect(ssh: Ssh, layout: remote.Layout, rem: Remote, tgt: Target, release: str, out: str | os.PathLike[str],
-             result: DeployResult, b: bundle_mod.Bundle, facts_text: str, ts_ms: int, failed: str | None) -> Path:
+def _collect(ssh: Ssh, cmds: Renderer, rem: Remote, out: Path, result: DeployResult, facts_text: str,
+             failed: str | None) -> Path:
     """Fetch out/ (logs, JSON, reports; no engines) into OUT/<host>-<target>-<release>/, written atomically."""
-    base = Path(out)
-    name = f"{_safe_name(rem.host)}-{tgt.name}-{release}"
+    base, layout = Path(out), cmds.layout
+    name = f"{_safe_name(rem.host)}-{cmds.target.name}-{layout.release}"
     dest = base / name
     n = 2
     while dest.exists():
         dest, n = base / f"{name}-{n}", n + 1
     with atomic_dir(dest, overwrite=False) as tmp:
-        r = ssh.rsync([ssh.remote_path(f"{layout.rsync_rel}/out/")], f"{tmp}/out/", *remote.rsync_fetch_options(),
-                      timeout=1800, what="fetching the results")
+        fetch = cmds.fetch(ssh, f"{tmp}/out")
+        r = ssh.rsync(list(fetch.sources), fetch.dest, *fetch.options, timeout=1800, what="fetching the results")
         if not r.ok:
             result.warnings.append(f"fetching the results failed (rsync exit {r.returncode}: "
                                    f"{_last_lines(r.stderr, 1)}); they stay on the device in {layout.out}")
-        (tmp / "bundle.json").write_text(json.dumps(b.manifest(), indent=2, sort_keys=True) + "\n")
+        (tmp / "bundle.json").write_text(json.dumps(cmds.bundle.manifest(), indent=2, sort_keys=True) + "\n")
         (tmp / "preflight.txt").write_text(facts_text)
-        result.power = power_summary(tmp / "out", ts_ms)
+        result.power = power_summary(tmp / "out", cmds.opts.tegrastats_ms)
         for w in (result.power or {}).get("warnings", []):
             if w not in result.warnings:
                 result.warnings.append(w)
@@ -519,38 +435,24 @@ def summary_markdown(r: DeployResult, where: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _dry_run(result: DeployResult, rem: Remote, layout: remote.Layout, b: bundle_mod.Bundle, tgt: Target,
-             base_ctx: dict[str, Any], c: remote.Conditions, header_dirs: list[str], remote_python: str | None,
-             cuda_archs: str | None, jobs: int | None, say: Callable[[str], None], t0: float) -> DeployResult:
-    """Print every remote command a deploy would run, in order; run none (not even ssh)."""
+def _dry_run(result: DeployResult, rem: Remote, cmds: Renderer, c: remote.Conditions, say: Callable[[str], None],
+             t0: float) -> DeployResult:
+    """Print every remote command a deploy would run, in order, as the run renders it; run none (not even ssh)."""
     ssh = Ssh(rem)
-    out, rel = layout.out, layout.rel
-    archs = plugin_archs(tgt, None, cuda_archs)
-    ctx = remote.context(
-        layout, **base_ctx, archs=archs, nvcc="<nvcc found by preflight>", trt_include="<TensorRT include dir found "
-        "by preflight>", jobs=jobs or "<device cpus>", plugin_key="<sources+archs+nvcc+headers hash>",
-        plugin_lib_arg=f" --plugin-lib {out}/plugins/libdvit_trt_plugins.so" if b.uses_plugin else "",
-        validate_graphs=f"{out}/engines (GPU present and engines built) | {rel}/graphs (no GPU)",
-        latency_graphs=f"{out}/engines (engines built) | {rel}/graphs",
-        latency_backend="tensorrt (engines built) | onnxruntime",
-        latency_plugin_arg=f" --plugin-library {out}/plugins/libdvit_trt_plugins.so" if b.uses_plugin else "",
-        latency_arg=f" [--latency {out}/latency.json]", engines_arg=f" [--engines {out}/engines]")
-    cmds: list[str] = []
+    ctx = cmds.context()
+    listed: list[str] = []
 
     def show(title: str, command: str) -> None:
-        cmds.append(command)
+        listed.append(command)
         say(f"# {title}\n{command}\n")
 
-    say(f"dvit deploy --dry-run: {tgt.name} to {rem.label}; nothing is run. Every remote command, in order "
+    say(f"dvit deploy --dry-run: {cmds.target.name} to {rem.label}; nothing is run. Every remote command, in order "
         f"(ssh {' '.join(shlex.quote(o) for o in rem.base_options())} {rem.destination} 'sh -c ...'):\n")
-    show("1. preflight (reads only)", preflight.facts_script(
-        layout.root, shlex.quote(remote_python) if remote_python else "python3", header_dirs).strip())
-    show("2. a fresh release directory", remote.make_release_dir(layout))
-    argv = ssh.rsync_argv(["<staged bundle>/"], ssh.remote_path(f"{layout.rsync_rel}/"),
-                          *remote.rsync_ship_options(True))
-    show(f"3. ship {len(b.files) + 2} files, {b.bytes / 2**20:.1f} MiB (--link-dest only when a current release "
-         "exists)", " ".join(shlex.quote(a) for a in argv))
-    for i, step in enumerate(remote.STEPS, start=1):
+    show("1. preflight (reads only)", cmds.preflight().strip())
+    show("2. a fresh release directory", cmds.release_dir())
+    show(f"3. ship {len(cmds.bundle.files) + 2} files, {cmds.bundle.bytes / 2**20:.1f} MiB (--link-dest only when a "
+         "current release exists)", cmds.ship(ssh, "<staged bundle>", True).text(ssh))
+    for step in remote.STEPS:
         reason = remote.skip_reason(step, c, {"validate": "ok"})
         when = remote.CONDITION_TEXT.get(step.when, step.when)
         if step.needs:
@@ -558,21 +460,19 @@ def _dry_run(result: DeployResult, rem: Remote, layout: remote.Layout, b: bundle
         title = f"step {step.name}: {step.what.format(**ctx)} [{when}]"
         if reason is not None:
             title += f" -> SKIPPED here: {reason}"
-        show(title, remote.render(step, ctx))
+        show(title, cmds.step(step))
     show("each step runs wrapped (logs on the device, steps.log), e.g.",
-         remote.wrap(remote.STEPS[0], 1, remote.render(remote.STEPS[0], ctx), out, rel))
-    argv = ssh.rsync_argv([ssh.remote_path(f"{layout.rsync_rel}/out/")], "<results>/out/",
-                          *remote.rsync_fetch_options())
-    show("fetch the results", " ".join(shlex.quote(a) for a in argv))
-    result.status, result.commands, result.seconds = "dry-run", cmds, round(time.monotonic() - t0, 2)
+         cmds.wrapped(remote.STEPS[0], 1, cmds.step(remote.STEPS[0])))
+    show("fetch the results", cmds.fetch(ssh, "<results>/out").text(ssh))
+    result.status, result.commands, result.seconds = "dry-run", listed, round(time.monotonic() - t0, 2)
     return result
 
 
 # ---------------------------------------------------------------------------------------------- CLI
 def configure(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--graphs", required=True, metavar="DIR",
-                   help="the graph set to deploy (export, precision or plugin-pass output)")
-    p.add_argument("--target", required=True, metavar="NAME", help="device profile in targets/ (dvit targets)")
+    """The options of `dvit deploy`; `DeployOptions.from_args` reads them back."""
+    cli_args.add_graphs(p, help="the graph set to deploy (export, precision or plugin-pass output)")
+    cli_args.add_target(p, help="device profile in targets/ (dvit targets)")
     p.add_argument("--host", required=True, metavar="USER@HOST", help="the device, as ssh takes it (user@host[:port])")
     p.add_argument("--port", type=int, default=None, help="ssh port (default: 22 or your ssh config)")
     p.add_argument("--identity", default=None, metavar="KEY", help="ssh private key (default: your agent and ~/.ssh)")
@@ -590,7 +490,7 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="reuse the engines of the device's current release (re-validate and re-time)")
     p.add_argument("--only-validate", action="store_true",
                    help="reuse the current engines and only validate (e.g. after a dataset change)")
-    p.add_argument("--no-progress", action="store_true", help="print only warnings, errors and the result")
+    cli_args.add_progress(p, help="print only warnings, errors and the result")
     p.add_argument("--host-key-check", choices=HOST_KEY_CHECKS, default="accept-new",
                    help="ssh StrictHostKeyChecking (default accept-new: remember a new host, refuse a changed key)")
     p.add_argument("--known-hosts", default=None, metavar="FILE",
@@ -613,13 +513,5 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    deploy(
-        args.graphs, target=args.target, host=args.host, port=args.port, identity=args.identity,
-        reference=args.reference, remote_dir=args.remote_dir, remote_python=args.remote_python, out=args.out,
-        dry_run=args.dry_run, build=not args.no_build, only_validate=args.only_validate,
-        progress=not args.no_progress, host_key_check=args.host_key_check, known_hosts=args.known_hosts,
-        connect_timeout=args.connect_timeout, ssh_options=args.ssh_option, tensorrt_root=args.tensorrt_root,
-        cuda_archs=args.cuda_archs, need_disk_mb=args.need_disk_mb, keep_releases=args.keep_releases,
-        tegrastats_ms=args.tegrastats_interval, jobs=args.jobs, latency_args=args.latency_args,
-    )
+    deploy(DeployOptions.from_args(args))
     return 0

@@ -12,7 +12,8 @@ Layout on the device (ROOT is --remote-dir, default ~/dvit-deploy):
     ROOT/venv                           the device-side venv (--system-site-packages), unless --remote-python
 
 STEPS is the table of what runs there, in order: each entry is a POSIX-sh template whose {placeholders} come
-from `context()`. `needs` names a `dvit` subcommand: a step whose command the device's dvit does not list
+from `context()`, filled by render.Renderer (the one place a deploy's commands are rendered, for the run and for
+--dry-run alike). `needs` names a `dvit` subcommand: a step whose command the device's dvit does not list
 (`dvit --help`) is skipped and recorded as skipped, never replaced. `when` names the condition under which the
 step runs (see `skip_reason`). `dvit deploy --dry-run` prints every command of this table.
 """

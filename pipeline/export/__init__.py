@@ -32,9 +32,10 @@ from typing import Any
 import torch
 
 from .. import onnx_utils, opscan
+from ..checkpoint import FORMAT as CHECKPOINT_FORMAT
 from ..checkpoint import load_model
 from ..config import ModelConfig
-from ..data import verification_images
+from ..data import VerificationData, verification_data
 from ..errors import CheckpointError, DvitError
 from ..graphset import GraphSet, batch_section, write_graph_set
 from ..io import atomic_dir, sha256_file
@@ -98,6 +99,26 @@ def load_teacher(path: str | Path, student: ModelConfig, preset: str | None = No
             "student was distilled from"
         )
     return model
+
+
+def training_data_record(path: str | Path) -> dict[str, Any] | None:
+    """The `data` record of a checkpoint written by 'dvit train' (source, classes, mean, std), else None.
+
+    Read with the tensors memory-mapped, not loaded: only the small record is wanted."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    except Exception:  # noqa: BLE001 - a legacy (non-zip) file cannot be mapped; load_model read it already
+        return None
+    if not isinstance(obj, dict) or obj.get("format") != CHECKPOINT_FORMAT:
+        return None
+    rec = obj.get("data")
+    return rec if isinstance(rec, dict) and rec.get("source") else None
+
+
+def verification_set(cfg: ModelConfig, checkpoint: str | Path, count: int, data: str | None) -> VerificationData:
+    """The images every graph is verified on: --data, else what the checkpoint was trained on, else the default
+    (see data.verification_data); only these `count` images are decoded."""
+    return verification_data(cfg, count, data, training_data_record(checkpoint) if Path(checkpoint).is_file() else None)
 
 
 # ---- tracing, finishing, verifying ----
@@ -181,16 +202,18 @@ def export(
     teacher_model = load_teacher(teacher, cfg, model_preset) if teacher is not None else None
     table = table or opscan.load_table()
     specs = plan_graphs(model, sizes, teacher_model)
+    verification = verification_set(cfg, checkpoint, max(verify_images, *sizes), data)
+    if log:
+        log(f"verifying on {verification.text}")
 
     with atomic_dir(out, overwrite=overwrite) as tmp:
         graphs: dict[str, dict[str, Any]] = {}
         from tqdm import tqdm  # type: ignore[import-untyped]
 
         bar = tqdm(total=len(specs), desc="export", unit="graph", disable=not progress, file=sys.stderr)
-        data_desc = ""
         for b in sizes:
             of_b = [s for s in specs if s.batch == b]
-            images, data_desc = verification_images(cfg, max(verify_images, b), data)
+            images = verification.images[: max(verify_images, b)]
             n_img = math.ceil(images.shape[0] / b) * b
             images = images[torch.arange(n_img) % images.shape[0]]
             ref = torch_reference(of_b, images)
@@ -237,7 +260,8 @@ def export(
         body = {
             "op_table": {"tensorrt_versions": list(table.versions), "opset_range": list(table.opset_range)},
             "verification": {
-                "data": data_desc,
+                "data": verification.text,
+                "data_source": verification.describe(),
                 "logits_atol": LOGITS_ATOL,
                 "tokens_rtol": TOKENS_RTOL,
                 "kept_indices": f"identical, except tokens whose PyTorch keep scores are < {SCORE_TIE_ATOL:g} apart",
@@ -263,7 +287,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET,
                         help=f"ONNX opset, {OPSET_RANGE[0]}..{OPSET_RANGE[1]} (default: %(default)s)")
     parser.add_argument("--data", default=None,
-                        help="test images for the ONNX Runtime check (default: Fashion-MNIST when the model fits it)")
+                        help="test images for the ONNX Runtime check: an image folder (the first files of its test "
+                        "split are decoded, nothing else) or Fashion-MNIST's idx files (default: the data the "
+                        "checkpoint records it was trained on, else Fashion-MNIST when the model takes it whole)")
     parser.add_argument("--verify-images", type=int, default=VERIFY_IMAGES,
                         help="images compared against PyTorch per batch size (default: %(default)s)")
     parser.add_argument("--out", required=True, help="output directory (replaced only when the export succeeds)")

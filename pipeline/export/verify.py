@@ -15,10 +15,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..backend.onnxruntime.runner import OnnxRuntimeRunner
 from ..errors import DvitError
 from ..model import DynamicViT
 from ..runners.base import run_batched
-from ..runners.onnxrt import OnnxRuntimeRunner
 from .modules import GraphSpec
 
 LOGITS_ATOL = 1e-4

@@ -8,12 +8,13 @@ ratio next to the ratio of their FLOPs, counted from the ONNX graphs (pipeline.l
 latency ratio would reach if time scaled with matrix-product work alone.
 
 CPU (ONNX Runtime): wall clock per stage (each stage runner's infer, timed inside the chain) and end to end;
---threads intra-op threads per session (default: every CPU the process may use), the process pinned to that many
-CPUs (os.sched_setaffinity where the OS has it; recorded), and idle threads that do not spin
-(pipeline.latency.cpu_pool: spinning threads of one stage session steal the cores from the next). GPU
-(TensorRT): CUDA events around each engine (per-stage GPU time), host time end to end with the host-device
-copies ("io": "host") and without them ("io": "device"), and CUDA-graph replay of the whole chain
-("cuda_graph": true). Where no GPU is usable, the report records why instead of numbers.
+--threads intra-op threads (default: every CPU the process may use), the process pinned to that many CPUs
+(os.sched_setaffinity where the OS has it; recorded), and --pool, how the sessions share them
+(pipeline.backend.onnxruntime.pools; default: one global pool). GPU (TensorRT): host time end to end with the
+host-device copies ("io": "host") and without them ("io": "device"), and CUDA-graph replay of the whole chain
+("cuda_graph": true); ONE pair of CUDA events around every timed step ("gpu"), the same for chain, fused and
+dense, and per-stage GPU times from iterations of their own. Where no GPU is usable, the report records why
+instead of numbers; a CUDA-graph capture that fails drops that variant with a warning.
 
 JSON (--json OUT.json), format "dvit-edge/latency/v1":
     {"format", "machine": {"cpu", "cores", "affinity", "os", "python", "versions", "load_average", "gpu"?},
@@ -39,16 +40,21 @@ import argparse
 import os
 import platform
 import sys
+import warnings
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError
+from .. import cli_args
+from ..backend import KINDS, graph_runners
+from ..backend.onnxruntime import pools
+from ..errors import ConfigError, DvitError
 from ..graphset import GraphEntry, GraphSet
-from ..io import atomic_write_json
-from . import cpu_pool
+from ..results.latency import FORMAT, LatencyResult, ratio_entries
+from ..runners.chain import StageChain
 from .flops import graph_set_flops
 from .timing import (
     Case,
@@ -61,9 +67,7 @@ from .timing import (
     slots,
 )
 
-FORMAT = "dvit-edge/latency/v1"
 BACKENDS = ("onnxruntime", "tensorrt")
-KINDS = {"onnxruntime": ("export", "precision", "plugin"), "tensorrt": ("engine",)}
 SEED = 0
 
 
@@ -97,32 +101,24 @@ def _key(gs: GraphSet, model: str, mode: str, backend: str, io: str = "host", cu
 
 
 # ---------------------------------------------------------------------------------------------- ONNX Runtime
-def ort_cases(gs: GraphSet, batch: int, pool_kwargs: dict[str, Any], rng: np.random.Generator,
-              opened: list[Any]) -> list[Case]:
-    """Pruned chain, pruned fused and dense teacher of one batch size, as ONNX Runtime CPU cases; every runner
-    made is appended to `opened` (the caller closes them)."""
-    from ..runners.chain import StageChain
-    from ..runners.onnxrt import OnnxRuntimeRunner
-
-    g = gs.batch(batch)
-    feeds = random_feeds(g.stages[0], rng)
+def ort_cases(gs: GraphSet, batch: int, threads: int | None, pool: str | None, rng: np.random.Generator,
+              closer: ExitStack) -> list[Case]:
+    """Pruned chain, pruned fused and dense teacher of one batch size, as ONNX Runtime CPU cases; the runners are
+    closed by `closer`."""
+    runners = closer.enter_context(graph_runners(gs, batch, backend="onnxruntime", threads=threads, pool=pool,
+                                                 teacher=True))
+    feeds = random_feeds(gs.batch(batch).stages[0], rng)
     times = StageTimes()
-    for e in g.stages:
-        opened.append(OnnxRuntimeRunner(e.path, e.name, "cpu", **pool_kwargs))
-    chain = StageChain([times.wrap(r) for r in opened[-len(g.stages):]], f"stage chain (b{batch})")
-    fused = OnnxRuntimeRunner(g.fused.path, "fused", "cpu", **pool_kwargs)
-    opened.append(fused)
+    chain = StageChain([times.wrap(r) for r in runners.stages], f"stage chain (b{batch})")
 
     def chain_step() -> list[float]:
         chain.infer(feeds)
         return times.take()
 
     cases = [Case(_key(gs, "pruned", "chain", "onnxruntime"), chain_step, batch),
-             Case(_key(gs, "pruned", "fused", "onnxruntime"), _step(fused, feeds), batch)]
-    if g.teacher is not None:
-        teacher = OnnxRuntimeRunner(g.teacher.path, "teacher", "cpu", **pool_kwargs)
-        opened.append(teacher)
-        cases.append(Case(_key(gs, "dense", "fused", "onnxruntime"), _step(teacher, feeds), batch))
+             Case(_key(gs, "pruned", "fused", "onnxruntime"), _step(runners.fused, feeds), batch)]
+    if runners.teacher is not None:
+        cases.append(Case(_key(gs, "dense", "fused", "onnxruntime"), _step(runners.teacher, feeds), batch))
     return cases
 
 
@@ -135,68 +131,85 @@ def _step(runner: Any, feeds: dict[str, np.ndarray]) -> Callable[[], None]:
 
 # ---------------------------------------------------------------------------------------------- TensorRT
 def trt_runner_cases(runner: Any, key: dict[str, Any], feeds: dict[str, np.ndarray], batch: int,
-                     cuda_graph: bool, event: Callable[[], Any]) -> list[Case]:
-    """The TensorRT variants of one runner (a runners.tensorrt.TensorRTRunner): with host-device copies, inputs
-    resident on the device, and CUDA-graph replay. Each step synchronizes the stream, so the host clock times the
-    whole step; CUDA events around each engine give the GPU time per stage."""
+                     cuda_graph: bool, event: Callable[[], Any], closer: ExitStack) -> list[Case]:
+    """The TensorRT variants of one runner (a backend.tensorrt.runner.TensorRTRunner): with host-device copies,
+    inputs resident on the device, and CUDA-graph replay. Each step synchronizes the stream, so the host clock
+    times the whole step; inside it ONE pair of CUDA events brackets the enqueue for every runner alike (its GPU
+    time), and a chain's per-stage GPU times come from iterations of their own (timing.Case). A CUDA-graph
+    capture that fails drops that variant with a warning."""
     n = len(runner.engines)
-    events = [event() for _ in range(n + 1)]
-    stage_key = "stages" if n > 1 else None
+    pair = [closer.enter_context(_destroyed(event())) for _ in range(2)]
+    per_stage = [closer.enter_context(_destroyed(event())) for _ in range(n + 1)] if n > 1 else []
 
-    def gpu_times() -> list[float]:
-        per_stage = [events[i + 1].elapsed_ms(events[i]) for i in range(n)]
-        return [*per_stage, sum(per_stage)] if stage_key else [sum(per_stage)]
+    def gpu_time() -> float:
+        return float(pair[1].elapsed_ms(pair[0]))
 
-    def with_copies() -> list[float]:
+    def stage_times() -> list[float]:
+        runner.enqueue(per_stage)
+        runner.synchronize()
+        return [per_stage[i + 1].elapsed_ms(per_stage[i]) for i in range(n)]
+
+    def with_copies() -> None:
         runner.set_inputs(feeds)
-        runner.enqueue(events)
+        runner.enqueue(pair)
         runner.fetch_outputs()
         runner.synchronize()
-        return gpu_times()
 
-    def on_device() -> list[float]:
-        runner.enqueue(events)
+    def on_device() -> None:
+        runner.enqueue(pair)
         runner.synchronize()
-        return gpu_times()
 
     def replay() -> None:
         runner.launch()
         runner.synchronize()
 
     runner.set_inputs(feeds)  # the device-resident variants run on these
-    cases = [Case({**key, "io": "host"}, with_copies, batch), Case({**key, "io": "device"}, on_device, batch)]
+    stage_step = stage_times if per_stage else None
+    cases = [Case({**key, "io": "host"}, with_copies, batch, gpu_time, stage_step),
+             Case({**key, "io": "device"}, on_device, batch, gpu_time, stage_step)]
     if cuda_graph:
-        runner.capture_graph()
-        cases.append(Case({**key, "io": "device", "cuda_graph": True}, replay, batch))
+        try:
+            runner.capture_graph()
+        except DvitError as e:
+            warnings.warn(f"{runner.name}: CUDA-graph replay not timed ({e})", stacklevel=2)
+        else:
+            cases.append(Case({**key, "io": "device", "cuda_graph": True}, replay, batch))
     return cases
 
 
+class _destroyed:
+    """A CUDA event as a context manager: destroyed when the runs that use it are over."""
+
+    def __init__(self, event: Any) -> None:
+        self.event = event
+
+    def __enter__(self) -> Any:
+        return self.event
+
+    def __exit__(self, *exc: object) -> None:
+        self.event.destroy()
+
+
 def trt_cases(gs: GraphSet, batch: int, rng: np.random.Generator, cuda_graph: bool,
-              plugin_library: str | None, opened: list[Any]) -> list[Case]:
-    from .. import cuda_buffers as cb
-    from ..runners.tensorrt import TensorRTRunner, backend_for_plans, plugin_library_for
+              plugin_lib: str | None, closer: ExitStack) -> list[Case]:
+    from ..backend.tensorrt import cuda as cb
 
     g = gs.batch(batch)
-    b = backend_for_plans([g.fused.path])
-    lib = plugin_library_for(gs, plugin_library)
+    runners = closer.enter_context(graph_runners(gs, batch, backend="tensorrt", plugin_lib=plugin_lib, teacher=True,
+                                                 device_chain=True, copy_outputs=g.fused.output_names))
     feeds = random_feeds(g.stages[0], rng)
-    fused_outputs = g.fused.output_names
-    runners = [("pruned", "chain", [(e.name, e.path) for e in g.stages], lib),
-               ("pruned", "fused", [("fused", g.fused.path)], lib)]
-    if g.teacher is not None:
-        runners.append(("dense", "fused", [("teacher", g.teacher.path)], None))
     cases: list[Case] = []
-    for model, mode, plans, library in runners:
-        r = TensorRTRunner(plans, b, name=f"{model} {mode} b{batch}", plugin_library=library,
-                           copy_outputs=fused_outputs if model == "pruned" else None)
-        opened.append(r)
-        cases += trt_runner_cases(r, _key(gs, model, mode, "tensorrt"), feeds, batch, cuda_graph, cb.Event)
+    for model, mode, runner in (("pruned", "chain", runners.chain), ("pruned", "fused", runners.fused),
+                                ("dense", "fused", runners.teacher)):
+        if runner is not None:
+            cases += trt_runner_cases(runner, _key(gs, model, mode, "tensorrt"), feeds, batch, cuda_graph, cb.Event,
+                                      closer)
     return cases
 
 
 def trt_unavailable() -> str | None:
     """Why TensorRT cannot run here, or None."""
-    from ..cuda_buffers import gpu_available
+    from ..backend.tensorrt.cuda import gpu_available
 
     ok, why = gpu_available()
     return None if ok else why
@@ -223,32 +236,9 @@ def machine_info(backend: str) -> dict[str, Any]:
 
 
 def ratios(runs: list[dict[str, Any]], flops: dict[str, dict[str, Any] | None]) -> list[dict[str, Any]]:
-    """Pruned over dense latency, per graph set, batch, mode and I/O variant, beside the FLOP ratio."""
-    out = []
-    dense = {(r["graphs"], r["batch"], r["io"], r["cuda_graph"]): r for r in runs
-             if r.get("model") == "dense" and "end_to_end" in r}
-    for r in runs:
-        d = dense.get((r["graphs"], r["batch"], r["io"], r["cuda_graph"]))
-        if r.get("model") != "pruned" or d is None or "end_to_end" not in r:
-            continue
-        f = flops.get(r["graphs"]) or {}
-        out.append({"graphs": r["graphs"], "backend": r["backend"], "batch": r["batch"], "mode": r["mode"],
-                    "io": r["io"], "cuda_graph": r["cuda_graph"],
-                    "latency_ratio_p50": r["end_to_end"]["p50_ms"] / d["end_to_end"]["p50_ms"],
-                    "latency_ratio_mean": r["end_to_end"]["mean_ms"] / d["end_to_end"]["mean_ms"],
-                    "flops_ratio": f.get("ratio")})
-    return out
-
-
-def _result(case: Case, settings: TimingSettings) -> dict[str, Any]:
-    """A case's statistics; TensorRT's event times go to "stages" (chains) and "gpu" (their sum)."""
-    res = case.result(settings.noisy_cv)
-    res["gpu"] = None
-    if res["backend"] == "tensorrt" and res["stages"] is not None:
-        *stages, total = res["stages"]
-        res["gpu"] = total
-        res["stages"] = stages or None
-    return res
+    """Pruned over dense latency, per graph set, batch, mode and I/O variant, beside the FLOP ratio: paired by
+    the one rule the report reads them by (pipeline.results.latency.pair_pruned_dense)."""
+    return ratio_entries(runs, flops)
 
 
 # ---------------------------------------------------------------------------------------------- API
@@ -258,15 +248,16 @@ def measure_latency(
     *,
     backend: str = "onnxruntime",
     threads: int | None = None,
-    pool: str = cpu_pool.DEFAULT_POOL,
+    pool: str | None = None,
     settings: TimingSettings | None = None,
     pin: bool = True,
     cuda_graph: bool = True,
-    plugin_library: str | None = None,
+    plugin_lib: str | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Time every graph set's pruned chain, pruned fused graph and dense teacher, interleaved; the report (see the
-    module docstring). Batch sizes default to those every set has."""
+    module docstring). Batch sizes default to those every set has; `pool` None is ONNX Runtime's default pool
+    (backend.onnxruntime.pools.default_pool())."""
     from tqdm import tqdm
 
     if backend not in BACKENDS:
@@ -274,13 +265,16 @@ def measure_latency(
     if not graphs:
         raise ConfigError("no graph set given: pass --graphs DIR")
     settings = settings or TimingSettings()
+    if backend == "onnxruntime":
+        pool = pool or pools.default_pool()
+        pools.check(pool, threads)
     sets = [GraphSet.load(d, KINDS[backend]) for d in graphs]
     sizes = parse_batch_sizes(batch_sizes) or sorted(set.intersection(*(set(gs.batch_sizes) for gs in sets)))
     if not sizes:
         raise ConfigError("the graph sets have no batch size in common: pass --batch-sizes")
     for gs in sets:
         for b in sizes:
-            gs.batch(b)  # one line naming the batch sizes it has
+            gs.batch(b, flag="--batch-sizes")  # one line naming the batch sizes it has
     flops = {str(gs.root): graph_set_flops(gs) for gs in sets}
     report: dict[str, Any] = {
         "format": FORMAT, "machine": machine_info(backend), "settings": {},
@@ -303,58 +297,55 @@ def measure_latency(
     original = cpu_affinity()
     try:
         if backend == "onnxruntime":
-            threads = threads or cpu_pool.default_threads()
+            threads = threads or pools.default_threads()
             settings_json["threads"] = threads
-            pool_kwargs = cpu_pool.session_kwargs(pool, threads)
             if pin:
                 settings_json["pinned_cpus"] = pin_cpus(threads)
         else:
-            from ..cuda_buffers import device_info
+            from ..backend.tensorrt.cuda import device_info
 
             report["machine"]["gpu"] = device_info()
-            report["machine"]["versions"].update(_trt_versions())
         bar = tqdm(total=0, desc="latency", unit="slot", file=sys.stderr, disable=not progress, leave=False)
         try:
             for b in sizes:
-                report["runs"] += _measure_batch(sets, b, backend, settings, pool_kwargs if backend == "onnxruntime"
-                                                 else {}, cuda_graph, plugin_library, bar)
+                report["runs"] += _measure_batch(sets, b, backend, settings, threads, pool, cuda_graph, plugin_lib,
+                                                 bar)
         finally:
             bar.close()
     finally:
         restore_cpus(original)
+    report["machine"]["versions"].update(_backend_versions())  # the backend modules are imported by now
+    if backend == "onnxruntime" and pool == "global":
+        settings_json["threads"] = pools.global_pool_threads()  # what the process's pool has, whatever was asked
     report["ratios"] = ratios(report["runs"], flops)
     report["machine"]["load_average_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     return report
 
 
-def _measure_batch(sets: list[GraphSet], batch: int, backend: str, settings: TimingSettings,
-                   pool_kwargs: dict[str, Any], cuda_graph: bool, plugin_library: str | None,
-                   bar: Any) -> list[dict[str, Any]]:
+def _measure_batch(sets: list[GraphSet], batch: int, backend: str, settings: TimingSettings, threads: int | None,
+                   pool: str | None, cuda_graph: bool, plugin_lib: str | None, bar: Any) -> list[dict[str, Any]]:
     rng = np.random.default_rng(SEED)
-    opened: list[Any] = []
-    try:
+    with ExitStack() as closer:  # every runner and CUDA event made for this batch size
         cases: list[Case] = []
         for gs in sets:
             if backend == "onnxruntime":
-                cases += ort_cases(gs, batch, pool_kwargs, rng, opened)
+                cases += ort_cases(gs, batch, threads, pool, rng, closer)
             else:
-                cases += trt_cases(gs, batch, rng, cuda_graph, plugin_library, opened)
+                cases += trt_cases(gs, batch, rng, cuda_graph, plugin_lib, closer)
         bar.total += slots(len(cases), settings)
         bar.set_description(f"latency b{batch}")
         run_interleaved(cases, settings, lambda: bar.update(1))
-        return [_result(c, settings) for c in cases]
-    finally:
-        for r in reversed(opened):
-            r.close()
+        return [c.result(settings.noisy_cv) for c in cases]
 
 
 def _flops_summary(f: dict[str, Any] | None) -> dict[str, Any] | None:
     return None if f is None else {k: f.get(k) for k in ("pruned", "dense", "ratio")}
 
 
-def _trt_versions() -> dict[str, str]:
+def _backend_versions() -> dict[str, str]:
+    """Versions of the backend modules this process imported (read after the runners were made)."""
     out = {}
-    for mod in ("tensorrt", "tensorrt_rtx", "cuda.bindings"):
+    for mod in ("tensorrt", "tensorrt_rtx", "cuda.bindings", "onnxruntime"):
         m = sys.modules.get(mod)
         if m is not None and hasattr(m, "__version__"):
             out[mod] = str(m.__version__)
@@ -363,21 +354,19 @@ def _trt_versions() -> dict[str, str]:
 
 # ---------------------------------------------------------------------------------------------- CLI
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--graphs", action="append", required=True, metavar="DIR",
+    cli_args.add_graphs(parser, multiple=True,
                         help="a graph set: export/precision/plugin graphs (onnxruntime) or an engine set (tensorrt); "
                              "repeat to time several side by side")
-    parser.add_argument("--batch-sizes", default=None, metavar="B,B",
-                        help="batch sizes to time, e.g. 1,8 (default: every batch size the graph sets have in common)")
-    parser.add_argument("--backend", choices=BACKENDS, default="onnxruntime",
-                        help="onnxruntime (CPU) or tensorrt (engine sets, GPU; TensorRT or TensorRT-RTX as the "
-                             "plans' headers say)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="CPU threads: ONNX Runtime's intra-op threads and the CPUs the process is pinned to "
-                             "(default: every CPU this process may use)")
-    parser.add_argument("--pool", choices=cpu_pool.POOLS, default=cpu_pool.DEFAULT_POOL,
-                        help="ONNX Runtime's intra-op pools: no-spin (default: idle threads sleep, so a chain's "
-                             "sessions do not steal each other's cores) or per-session (ONNX Runtime's default, "
-                             "spinning)")
+    cli_args.add_batch_sizes(parser, help="batch sizes to time, e.g. 1,8 (default: every batch size the graph sets "
+                                          "have in common)")
+    cli_args.add_backend(parser, BACKENDS, help="onnxruntime (CPU) or tensorrt (engine sets, GPU; TensorRT or "
+                                                "TensorRT-RTX as the plans' headers say)")
+    cli_args.add_threads(parser, help="CPU threads: ONNX Runtime's intra-op threads and the CPUs the process is pinned "
+                                      "to (default: every CPU this process may use)")
+    parser.add_argument("--pool", choices=pools.POOLS, default=None,
+                        help=f"ONNX Runtime's intra-op threads: global (one pool the whole process shares), no-spin "
+                             "(a pool per session whose idle threads sleep) or per-session (ONNX Runtime's own, "
+                             f"spinning); default {pools.DEFAULT_POOL} (make bench compares them)")
     parser.add_argument("--no-pin", action="store_true", help="do not pin the process to --threads CPUs")
     parser.add_argument("--warmup-s", type=float, default=0.5, help="warm-up per runner, seconds (default 0.5)")
     parser.add_argument("--duration-s", type=float, default=2.0, help="measured time per runner, seconds (default 2)")
@@ -385,11 +374,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rounds", type=int, default=4,
                         help="interleaving rounds: the runners take turns this many times (default 4)")
     parser.add_argument("--no-cuda-graph", action="store_true", help="tensorrt: do not time CUDA-graph replay")
-    parser.add_argument("--plugin-library", default=None, metavar="SO",
-                        help="tensorrt: the DvitTopKGather plugin library (default: the engine set's, else "
-                             f"{Path('build') / 'plugins' / 'libdvit_trt_plugins.so'})")
+    cli_args.add_plugin_lib(parser, help="tensorrt: the DvitTopKGather plugin library (default: the engine set's, "
+                                         f"else {Path('build') / 'plugins' / 'libdvit_trt_plugins.so'})")
     parser.add_argument("--json", default=None, metavar="OUT.json", help="write the report as JSON")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    cli_args.add_progress(parser)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -397,10 +385,10 @@ def main(args: argparse.Namespace) -> int:
                               rounds=args.rounds)
     report = measure_latency(args.graphs, args.batch_sizes, backend=args.backend, threads=args.threads,
                              pool=args.pool, settings=settings, pin=not args.no_pin,
-                             cuda_graph=not args.no_cuda_graph, plugin_library=args.plugin_library,
+                             cuda_graph=not args.no_cuda_graph, plugin_lib=args.plugin_lib,
                              progress=not args.no_progress)
     if args.json:
-        atomic_write_json(args.json, report)
+        LatencyResult(report).save(args.json)
     print(format_report(report))
     return 0
 

@@ -80,13 +80,21 @@ def summarize(samples_ms: Sequence[float], noisy_cv: float = NOISY_CV) -> Stats:
 @dataclass
 class Case:
     """One thing to time. `step()` runs one inference and returns per-stage times in ms (or None); the harness
-    times the whole step on the host clock (end to end)."""
+    times the whole step on the host clock (end to end).
+
+    On a GPU, what is recorded inside the timed step must cost every case the same: `device_time()` (called after
+    each timed step, outside the host clock) reads the ONE pair of CUDA events around the whole step, and
+    `stage_step()` (run in iterations of its own, untimed on the host) records an event per stage, so a stage
+    chain is not timed with more events than the fused graph it is compared with."""
 
     key: dict[str, Any]
     step: StepFn
     batch: int
+    device_time: Callable[[], float] | None = None
+    stage_step: Callable[[], Sequence[float]] | None = None
     samples: list[float] = field(default_factory=list)
     stage_samples: list[list[float]] = field(default_factory=list)
+    device_samples: list[float] = field(default_factory=list)
 
     def result(self, noisy_cv: float = NOISY_CV) -> dict[str, Any]:
         e2e = summarize(self.samples, noisy_cv)
@@ -94,7 +102,8 @@ class Case:
         if self.stage_samples:
             per_stage = np.asarray(self.stage_samples, dtype=np.float64).T
             stages = [summarize(s, noisy_cv).to_dict() for s in per_stage]
-        return {**self.key, "batch": self.batch, "end_to_end": e2e.to_dict(), "stages": stages,
+        device = summarize(self.device_samples, noisy_cv).to_dict() if self.device_samples else None
+        return {**self.key, "batch": self.batch, "end_to_end": e2e.to_dict(), "stages": stages, "gpu": device,
                 "throughput_ips": self.batch / (e2e.mean_ms / 1e3) if e2e.mean_ms > 0 else None}
 
 
@@ -123,7 +132,11 @@ def run_interleaved(cases: Sequence[Case], settings: TimingSettings, tick: Calla
                 case.samples.append((clock() - t0) * 1e3)
                 if stages is not None:
                     case.stage_samples.append(list(stages))
+                if case.device_time is not None:
+                    case.device_samples.append(case.device_time())
                 n += 1
+            if case.stage_step is not None:  # per-stage times in iterations of their own, after the timed ones
+                case.stage_samples += [list(case.stage_step()) for _ in range(n)]
             if tick:
                 tick()
     return order

@@ -202,9 +202,9 @@ def graph_calibration_data(
     producers: the stage graphs that produce the target's input, in order (empty for graphs that take the
     images). Returns (feeds, key, cache_hit).
     """
+    from ..backend.onnxruntime.runner import OnnxRuntimeRunner
     from ..runners.base import run_batched
     from ..runners.chain import StageChain
-    from ..runners.onnxrt import OnnxRuntimeRunner
 
     in_name = target.input_names[0]
     described = {

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from ..backend.onnxruntime.runner import OnnxRuntimeRunner
 from ..errors import DvitError
-from ..runners.onnxrt import OnnxRuntimeRunner
 from .calibration import COUNTERS
 from .regions import restage_names
 

@@ -1,5 +1,5 @@
 """report.html: one self-contained page (inline CSS, inline SVG plots, PNG data URIs; no script, no web font, no
-link outside the page), made from report.json's content (see pipeline.report.build)."""
+link outside the page), made from report.json's content (see pipeline.report.model.build)."""
 from __future__ import annotations
 
 import os
@@ -7,8 +7,8 @@ from collections.abc import Iterable, Sequence
 from html import escape
 from typing import Any
 
-from . import fixed, ms, pct, precision_label, precision_text, ratio, sci, short, signed_points
 from . import svg as S
+from .formats import fixed, ms, pct, precision_label, precision_text, ratio, sci, short, signed_points
 from .token_masks import data_uri
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from . import fixed, ms, pct, precision_label, precision_text, ratio, sci, short, signed_points
+from .formats import fixed, ms, pct, precision_label, precision_text, ratio, sci, short, signed_points
 
 
 def _cell(x: object) -> str:

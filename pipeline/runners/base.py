@@ -3,14 +3,19 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
+from typing import TypeVar
 
 import numpy as np
+from typing_extensions import Self
 
 from ..errors import DvitError
 
+R = TypeVar("R", bound="Runner")
+
 
 class Runner(ABC):
-    """Maps named input arrays to named output arrays.
+    """Maps named input arrays to named output arrays. A context manager, as Polygraphy's runners are:
+    `with Runner(...) as r:` closes what it holds on the way out, whatever happens inside.
 
     `batch` is the static batch size the runner takes (exported graphs and engines have one), or None when it
     takes any number of rows (PyTorch, a recorded reference).
@@ -43,7 +48,13 @@ class Runner(ABC):
             raise DvitError(f"{self.name} does not produce {', '.join(missing)}, which the comparison needs: {fix}")
 
     def close(self) -> None:
-        """Release what the runner holds (sessions, device buffers)."""
+        """Release what the runner holds (sessions, device buffers); closing twice is harmless."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def run_batched(runner: Runner, feeds: Mapping[str, np.ndarray], batch: int | None = None) -> dict[str, np.ndarray]:

@@ -16,7 +16,7 @@ JSON (--json OUT.json), format "dvit-edge/validation/v2":
       "reference": {"kind": "pytorch"|"recorded"|"graphs", "name", "accuracy", "matches_manifest", ...provenance},
       "dataset": {"source", "split", "first", "samples"}, "batch_size", "providers", "threads", "elapsed_s",
       "chain": {"accuracy", "agreement", "logits": ERR,
-                "boundaries": [{"stage", "tensor", "chained": ERR, "isolated": ERR}],   ([] without reference tokens)
+                "boundaries": [{"stage", "tensor", "chained": TOKERR, "isolated": TOKERR}],   ([] without reference tokens)
                 "isolated_logits": ERR | null,
                 "kept": [{"stage", "keep_count", "iou_mean", "iou_min", "identical", "order_identical"}],
                 "kept_isolated": [same as kept]},
@@ -26,6 +26,10 @@ JSON (--json OUT.json), format "dvit-edge/validation/v2":
       "requirements": {"profile", "enforced", "passed", "checks": [{"name", "value", "op", "threshold", "passed"}]}
     }
     ERR  = {"max_abs", "mean_abs", "cosine_mean", "cosine_min"}  (cosine over the last axis, per row)
+    TOKERR = ERR + {"tokens_compared", "tokens_reference", "tokens_per_image", "tokens_fraction"}: the error over
+           the tokens both sides kept, paired by original patch position (class token to class token);
+           tokens_compared/tokens_reference: tokens compared/the reference's tokens, class tokens included,
+           summed over the images; tokens_per_image = tokens_compared / images; tokens_fraction = their ratio
     CONS = {"logits_max_abs", "agreement", "kept_identical"}
 Thresholds: pipeline.comparison.thresholds (--require; without it the profile the precision implies is reported,
 not enforced).
@@ -35,30 +39,32 @@ Imports neither torch nor ModelOpt unless the reference is PyTorch: a device val
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .. import cli_args
+from ..backend import GraphRunners, graph_runners
+from ..backend.onnxruntime import pools
+from ..backend.onnxruntime.runner import PROVIDERS
 from ..comparison import thresholds
 from ..comparison.driver import batch_consistency, compare
 from ..errors import CheckpointError, ConfigError, DvitError, ManifestError
 from ..graphset import GraphSet
 from ..image_slice import ImageSlice, data_spec
-from ..io import atomic_write_json, sha256_file
+from ..io import sha256_file
+from ..results.validation import FORMAT, ValidationResult
 from ..runners.base import Runner
-from ..runners.onnxrt import PROVIDERS, graph_runners
 
-FORMAT = "dvit-edge/validation/v2"
 CANDIDATE_KINDS = ("export", "precision", "plugin", "engine")
 GRAPH_KINDS = ("export", "precision", "plugin")  # what ONNX Runtime runs; engines need TensorRT and a GPU
 
 
 @dataclass
 class Reference:
-    runner: Runner
+    runner: Runner  # a context manager: closing it releases what the reference holds
     data: ImageSlice
     info: dict[str, Any]
 
@@ -110,7 +116,8 @@ def pytorch_reference(gs: GraphSet, checkpoint: str | None, data: str | None, li
 
 def recorded_reference(gs: GraphSet, path: str, data: str | None, limit: int | None) -> Reference:
     """A recording made by `dvit reference`, refused when it was made from another model or dataset slice."""
-    from ..runners.recorded import RecordedRunner, load_recording
+    from ..results.reference import load_recording
+    from ..runners.recorded import RecordedRunner
 
     rec = load_recording(path)
     model = rec.meta.get("model") or {}
@@ -135,7 +142,7 @@ def recorded_reference(gs: GraphSet, path: str, data: str | None, limit: int | N
 
 
 def graphs_reference(gs: GraphSet, ref_dir: str, data: str | None, limit: int | None, providers: str,
-                     threads: int | None) -> Reference:
+                     threads: int | None, pool: str | None = None) -> Reference:
     """Another graph set's stage chain as the reference (e.g. INT8 graphs against their FP32 export)."""
     from ..data import load_dataset
     from ..image_slice import from_image_set
@@ -143,8 +150,10 @@ def graphs_reference(gs: GraphSet, ref_dir: str, data: str | None, limit: int | 
     ref = GraphSet.load(ref_dir, GRAPH_KINDS)
     if ref.config.to_dict() != gs.config.to_dict():
         raise DvitError(f"{ref.root} holds graphs of another model configuration than {gs.root}: compare graph sets of one model")
-    chain, _ = graph_runners(ref.batch(max(ref.batch_sizes)), providers, threads)
+    runners = graph_runners(ref, max(ref.batch_sizes), providers=providers, threads=threads, pool=pool)
+    chain = runners.chain
     chain.name = f"{ref.kind} graphs {ref.root.name}"
+    runners.fused.close()  # only the chain is the reference
     ds = load_dataset(data, "test", gs.config.in_chans, gs.config.img_size)
     info = {"kind": "graphs", "name": f"{ref.kind} {','.join(ref.precision)} ({ref.root.name})",
             "graphs": {"dir": str(ref.root), "kind": ref.kind, "sha256": ref.sha256, "precision": ref.precision},
@@ -176,9 +185,12 @@ def validate(
     require: str | None = None,
     progress: bool = True,
     threads: int | None = None,
+    pool: str | None = None,
+    plugin_lib: str | None = None,
 ) -> dict[str, Any]:
     """Run the validation; `threads` caps ONNX Runtime's (and PyTorch's) CPU threads (1 is fastest for small
-    graphs and on a shared machine; None keeps the libraries' defaults)."""
+    graphs and on a shared machine; None keeps the libraries' defaults); `pool` is ONNX Runtime's thread pool
+    (backend.onnxruntime.pools; None: its default); `plugin_lib` overrides an engine set's plugin library."""
     t0 = time.perf_counter()
     if providers not in PROVIDERS:
         raise ConfigError(f"unknown provider '{providers}': use {' or '.join(PROVIDERS)}")
@@ -191,13 +203,31 @@ def validate(
     kind = reference_kind(reference)
     gs = GraphSet.load(graphs_dir, CANDIDATE_KINDS)
     graphs = gs.batch(batch_size)
+    opts = _Options(providers, threads, pool, plugin_lib)
     if kind == "pytorch":
         with _torch_threads(threads):
-            return _run(gs, graphs, pytorch_reference(gs, checkpoint, data, limit, providers), providers,
-                        consistency_samples, require, progress, threads, t0)
+            return _run(gs, graphs, pytorch_reference(gs, checkpoint, data, limit, providers), opts,
+                        consistency_samples, require, progress, t0)
     ref = (recorded_reference(gs, reference, data, limit) if kind == "recorded"
-           else graphs_reference(gs, reference, data, limit, providers, threads))
-    return _run(gs, graphs, ref, providers, consistency_samples, require, progress, threads, t0)
+           else graphs_reference(gs, reference, data, limit, providers, threads, pool))
+    return _run(gs, graphs, ref, opts, consistency_samples, require, progress, t0)
+
+
+@dataclass(frozen=True)
+class _Options:
+    """How the candidate runs: passed to the runner factory."""
+
+    providers: str
+    threads: int | None
+    pool: str | None
+    plugin_lib: str | None
+
+    def runners(self, gs: GraphSet, batch: int) -> GraphRunners:
+        """The candidate's runners: ONNX Runtime for graphs, TensorRT for an engine set (a GPU is needed). Engines
+        validate as a chain of single-engine runners, so that each stage can also run on the reference's tokens
+        (the isolated metrics); `dvit latency` times the device-resident chain."""
+        return graph_runners(gs, batch, providers=self.providers, threads=self.threads, pool=self.pool,
+                             plugin_lib=self.plugin_lib)
 
 
 class _torch_threads:
@@ -219,16 +249,23 @@ class _torch_threads:
         torch.set_num_threads(self.saved)
 
 
-def _run(gs: GraphSet, graphs: Any, ref: Reference, providers: str, consistency_samples: int, require: str | None,
-         progress: bool, threads: int | None, t0: float) -> dict[str, Any]:
+def _run(gs: GraphSet, graphs: Any, ref: Reference, opts: _Options, consistency_samples: int, require: str | None,
+         progress: bool, t0: float) -> dict[str, Any]:
+    with ref.runner:
+        return _compare(gs, graphs, ref, opts, consistency_samples, require, progress, t0)
+
+
+def _compare(gs: GraphSet, graphs: Any, ref: Reference, opts: _Options, consistency_samples: int,
+             require: str | None, progress: bool, t0: float) -> dict[str, Any]:
     cfg = gs.config
     if ref.data.images.shape[1:] != (cfg.in_chans, cfg.img_size, cfg.img_size):
         raise DvitError(
             f"{ref.data.source} has {'x'.join(map(str, ref.data.images.shape[1:]))} images but the model takes "
             f"{cfg.in_chans}x{cfg.img_size}x{cfg.img_size}: pass matching --data"
         )
-    chain, fused = candidate_runners(gs, graphs, providers, threads)
-    cmp = compare(chain, fused, ref.runner, ref.data, cfg.keep_counts, progress)
+    with opts.runners(gs, graphs.batch) as runners:
+        cmp = compare(runners.stage_chain, runners.fused, ref.runner, ref.data, cfg.keep_counts, progress)
+        ran_on = getattr(runners.fused, "providers", [runners.fused.name])
     result: dict[str, Any] = {
         "format": FORMAT,
         "graphs_dir": str(gs.root),
@@ -237,49 +274,26 @@ def _run(gs: GraphSet, graphs: Any, ref: Reference, providers: str, consistency_
         "model": {"config": cfg.to_dict(), "keep_counts": cfg.keep_counts, "checkpoint": gs.checkpoint},
         "dataset": ref.data.describe(),
         "batch_size": graphs.batch,
-        "providers": getattr(fused, "providers", [fused.name]),
-        "threads": threads,
+        "providers": ran_on,
+        "threads": opts.threads,
         **cmp.result,
         "batch_consistency": None,
     }
     result["reference"] = {**ref.info, **cmp.result["reference"]}
     if graphs.batch > 1 and 1 in gs.batches and consistency_samples > 0:
-        chain1, fused1 = candidate_runners(gs, gs.batch(1), providers, threads)
-        result["batch_consistency"] = batch_consistency(
-            chain1, fused1, ref.data, min(consistency_samples, len(ref.data)), graphs.batch, cmp, progress)
+        with opts.runners(gs, 1) as one:
+            result["batch_consistency"] = batch_consistency(
+                one.stage_chain, one.fused, ref.data, min(consistency_samples, len(ref.data)), graphs.batch, cmp, progress)
     profile = thresholds.profile_for(gs.precision) if require in (None, "auto") else require
     result["requirements"] = thresholds.requirements(result, profile, require is not None)
     result["elapsed_s"] = round(time.perf_counter() - t0, 3)
     return result
 
 
-def candidate_runners(gs: GraphSet, graphs: Any, providers: str, threads: int | None) -> tuple[Any, Runner]:
-    """(stage chain, fused runner) of the candidate: ONNX Runtime for graphs (idle threads do not spin, so the
-    sessions of the chain do not steal each other's cores), TensorRT for an engine set (a GPU is needed).
-
-    Engines validate as a chain of single-engine runners, so that each stage can also run on the reference's
-    tokens (the isolated metrics); `dvit latency` times the device-resident chain."""
-    if gs.kind != "engine":
-        return graph_runners(graphs, providers, threads, spinning=False)
-    from ..cuda_buffers import gpu_available
-    from ..runners.chain import StageChain
-    from ..runners.tensorrt import TensorRTRunner, plugin_library_for
-
-    ok, why = gpu_available()
-    if not ok:
-        raise DvitError(f"validating engines needs a GPU ({why}): validate the graph set they were built from "
-                        "with ONNX Runtime instead")
-    lib = plugin_library_for(gs)
-    stages = [TensorRTRunner([(e.name, e.path)], name=e.name, plugin_library=lib) for e in graphs.stages]
-    fused = TensorRTRunner([("fused", graphs.fused.path)], stages[0].backend, name="fused", plugin_library=lib)
-    return StageChain(stages, f"TensorRT stage chain (b{graphs.batch})"), fused
-
-
 # ---------------------------------------------------------------- CLI
 def configure(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--graphs", required=True, metavar="DIR",
-                   help="a graph set: the output of 'dvit export', 'dvit precision' or 'dvit plugin-pass' (ONNX "
-                   "Runtime), or of 'dvit build' (TensorRT engines, on a GPU)")
+    cli_args.add_graphs(p, help="a graph set: the output of 'dvit export', 'dvit precision' or 'dvit plugin-pass' "
+                                "(ONNX Runtime), or of 'dvit build' (TensorRT engines, on a GPU)")
     p.add_argument("--reference", default="pytorch", metavar="pytorch|REF.npz|DIR",
                    help="what to compare against: PyTorch (default), a recording made by 'dvit reference' "
                    "(no torch needed), or another graph set")
@@ -290,13 +304,16 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--providers", choices=sorted(PROVIDERS), default="cpu", help="ONNX Runtime execution provider")
     p.add_argument("--data", default=None, help="dataset (default: fashion-mnist); its test split is used")
     p.add_argument("--consistency-samples", type=int, default=256, help="images for the B>1 vs B=1 check (default 256)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="CPU threads for ONNX Runtime and PyTorch (default: theirs; 1 is fastest for small graphs)")
+    cli_args.add_threads(p, help="CPU threads for ONNX Runtime and PyTorch (default: theirs; 1 is fastest for small "
+                                 "graphs)")
+    p.add_argument("--pool", choices=pools.POOLS, default=None,
+                   help=f"ONNX Runtime's intra-op threads (default {pools.DEFAULT_POOL}; see `dvit latency --help`)")
+    cli_args.add_plugin_lib(p, help="engine sets: the DvitTopKGather plugin library (default: the engine set's)")
     p.add_argument(
         "--require", nargs="?", const="auto", default=None, choices=(*thresholds.PROFILES, "auto"),
         help="exit 1 unless the thresholds of this profile are met (auto: from the graphs' precision)",
     )
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    cli_args.add_progress(p)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -305,10 +322,11 @@ def main(args: argparse.Namespace) -> int:
     result = validate(
         args.graphs, reference=args.reference, checkpoint=args.checkpoint, batch_size=args.batch_size,
         limit=args.limit, providers=args.providers, data=args.data, consistency_samples=args.consistency_samples,
-        require=args.require, threads=args.threads, progress=not args.no_progress,
+        require=args.require, threads=args.threads, pool=args.pool, plugin_lib=args.plugin_lib,
+        progress=not args.no_progress,
     )
     if args.json:
-        atomic_write_json(args.json, result)
+        ValidationResult(result).save(args.json)
     print_validation(result)
     req = result["requirements"]
     if req["enforced"] and not req["passed"]:
@@ -319,8 +337,7 @@ def main(args: argparse.Namespace) -> int:
 
 
 def load_result(path: str | Path) -> dict[str, Any]:
-    """Read a validation JSON written by --json (for reports)."""
-    obj = json.loads(Path(path).read_text())
-    if obj.get("format") != FORMAT:
-        raise DvitError(f"{path} is not a dvit validation result of this version: re-run 'dvit validate --json'")
-    return obj
+    """Read a validation JSON written by --json (pipeline.results.validation checks its format and sections)."""
+    from ..results.validation import ValidationResult
+
+    return ValidationResult.load(path).data

@@ -16,6 +16,14 @@ def _f(x: float | None, digits: int = 4) -> str:
     return "-" if x is None else f"{x:.{digits}f}"
 
 
+def _tokens(err: dict[str, Any]) -> str:
+    """Tokens compared per image (mean) and their share of the reference's tokens; '-' in results written
+    before the comparison counted them."""
+    if err.get("tokens_per_image") is None:
+        return "-"
+    return f"{err['tokens_per_image']:.1f} ({100 * err['tokens_fraction']:.0f}%)"
+
+
 def validation_tables(r: dict[str, Any]) -> list[Any]:
     from rich.table import Table
 
@@ -35,15 +43,17 @@ def validation_tables(r: dict[str, Any]) -> list[Any]:
         tables.append("[yellow]The reference holds no stage-boundary tokens: boundary and isolated-stage metrics are "
                       "left out (record with tokens to get them).[/yellow]")
 
-    bnd = Table(title="Stage boundaries (tokens entering each stage graph, patch-grid order)", title_justify="left")
-    for col in ("stage", "tensor", "chained max", "chained mean", "chained cos mean/min", "isolated max", "isolated mean",
-                "isolated cos mean/min"):
+    bnd = Table(title="Stage boundaries (tokens entering each stage graph, compared by patch position over the "
+                "tokens both kept)", title_justify="left")
+    # two-line headers: 150 columns hold the table without cutting the cosines
+    for col in ("stage", "tensor", "chained\ntokens/img", "chained\nmax", "chained\nmean", "chained cos\nmean/min",
+                "isolated\ntokens/img", "isolated\nmax", "isolated\nmean", "isolated cos\nmean/min"):
         bnd.add_column(col, justify="right")
     for b in r["chain"]["boundaries"]:
         c, i = b["chained"], b["isolated"]
         bnd.add_row(
-            str(b["stage"]), b["tensor"], _e(c["max_abs"]), _e(c["mean_abs"]),
-            f"{_f(c['cosine_mean'], 6)}/{_f(c['cosine_min'], 6)}", _e(i["max_abs"]), _e(i["mean_abs"]),
+            str(b["stage"]), b["tensor"], _tokens(c), _e(c["max_abs"]), _e(c["mean_abs"]),
+            f"{_f(c['cosine_mean'], 6)}/{_f(c['cosine_min'], 6)}", _tokens(i), _e(i["max_abs"]), _e(i["mean_abs"]),
             f"{_f(i['cosine_mean'], 6)}/{_f(i['cosine_min'], 6)}",
         )
     if r["chain"]["boundaries"]:

@@ -16,13 +16,9 @@
 #ifndef DVIT_TOPK_GATHER_KERNEL_H
 #define DVIT_TOPK_GATHER_KERNEL_H
 
-#include <stdint.h>
+#include "dvitMacros.h" /* DVIT_EXPORT (plugins/common/) */
 
-#if defined(_WIN32)
-#define DVIT_EXPORT __declspec(dllexport)
-#else
-#define DVIT_EXPORT __attribute__((visibility("default")))
-#endif
+#include <stdint.h>
 
 #ifdef __cplusplus
 extern "C" {

@@ -23,6 +23,8 @@
 #error "DvitTopKGather needs the TensorRT 10 (or newer) headers: IPluginV3 appeared in TensorRT 10.0."
 #endif
 
+#include "dvitLogging.h" // reportError / reportWarning (plugins/common/)
+
 namespace dvit
 {
 namespace trt
@@ -31,19 +33,6 @@ namespace trt
 constexpr char const* kPluginName = "DvitTopKGather";
 constexpr char const* kPluginVersion = "1";
 constexpr char const* kPluginNamespace = "dvit";
-
-//! Reports an error: through the logger TensorRT handed over (setLoggerFinder) or found at registration, else to
-//! stderr; also kept as the library's last error (dvit_trt_plugin_last_error()).
-void reportError(std::string const& message) noexcept;
-//! Logs at warning level (same route as reportError, not kept as last error).
-void reportWarning(std::string const& message) noexcept;
-//! The logger finder TensorRT passes to a plugin library it loads (extern "C" setLoggerFinder). Ignored when the
-//! library implementing it has the other ILoggerFinder layout (10.x headers vs TensorRT >= 11 / TensorRT-RTX).
-void setLoggerFinder(nvinfer1::ILoggerFinder* finder) noexcept;
-//! A logger used when no logger finder was set (libnvinfer's global logger, found at registration).
-void setFallbackLogger(nvinfer1::ILogger* logger) noexcept;
-//! The most recent message given to reportError ("" if none).
-std::string lastError();
 
 class TopKGatherPlugin : public nvinfer1::IPluginV3,
                          public nvinfer1::IPluginV3OneCore,
@@ -129,8 +118,9 @@ private:
     nvinfer1::PluginFieldCollection mFC{};
 };
 
-//! The library's creator (one static instance), used by getCreators() and by the explicit/static registration.
-TopKGatherPluginCreator& pluginCreator() noexcept;
+//! The op's creator (one static instance). This folder's CMakeLists.txt names it (dvit_plugin_op CREATOR), so that
+//! the library entry points in plugins/api/ list it: getCreators() and the explicit/load-time registration.
+nvinfer1::IPluginCreatorV3One& topkGatherPluginCreator() noexcept;
 
 } // namespace trt
 } // namespace dvit

@@ -7,6 +7,7 @@
  * getOutputShapes, supportsFormatCombination, configurePlugin, onShapeChange, enqueue (error paths only: every
  * failure here is detected before any CUDA call), serialisation and clone. Exit code 0 and "OK" when all hold.
  */
+#include "dvitPluginApi.h" // the library entry points (plugins/api/): getCreators, dvit_trt_register_plugins
 #include "topkGatherKernel.h"
 #include "topkGatherPlugin.h"
 
@@ -20,13 +21,6 @@
 using namespace nvinfer1;
 using dvit::trt::TopKGatherPlugin;
 using dvit::trt::TopKGatherPluginCreator;
-
-extern "C" int32_t dvit_trt_register_plugins(void);
-extern "C" char const* dvit_trt_plugin_last_error(void);
-#if !defined(DVIT_STATIC_REGISTRATION)
-extern "C" IPluginCreatorInterface* const* getCreators(int32_t& nbCreators);
-extern "C" void setLoggerFinder(ILoggerFinder* finder);
-#endif
 
 namespace
 {
@@ -530,10 +524,20 @@ int main()
     {
         int32_t nb = 0;
         IPluginCreatorInterface* const* list = getCreators(nb);
-        CHECK(nb == 1 && list != nullptr && list[0] != nullptr, "getCreators returns one creator");
-        auto* v3 = nb == 1 ? dynamic_cast<IPluginCreatorV3One*>(list[0]) : nullptr;
-        CHECK(v3 != nullptr && std::strcmp(v3->getPluginName(), "DvitTopKGather") == 0, "getCreators: V3 creator");
-        CHECK(list != nullptr && std::strcmp(list[0]->getInterfaceInfo().kind, "PLUGIN CREATOR_V3ONE") == 0,
+        CHECK(nb >= 1 && list != nullptr, "getCreators returns the library's creators (%d)", nb);
+        // One creator per op folder; this op's is among them, as a V3 creator.
+        IPluginCreatorInterface* ours = nullptr;
+        for (int32_t i = 0; list != nullptr && i < nb; ++i)
+        {
+            auto* v3 = dynamic_cast<IPluginCreatorV3One*>(list[i]);
+            CHECK(v3 != nullptr, "getCreators[%d]: V3 creator", i);
+            if (v3 != nullptr && std::strcmp(v3->getPluginName(), "DvitTopKGather") == 0)
+            {
+                ours = list[i];
+            }
+        }
+        CHECK(ours != nullptr, "getCreators lists DvitTopKGather");
+        CHECK(ours != nullptr && std::strcmp(ours->getInterfaceInfo().kind, "PLUGIN CREATOR_V3ONE") == 0,
             "creator interface kind");
     }
 #endif

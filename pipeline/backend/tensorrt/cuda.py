@@ -1,6 +1,6 @@
 """CUDA device memory, streams, events and graphs without torch: NVIDIA's cuda-python behind one small module.
 
-The TensorRT runner (pipeline/runners/tensorrt.py) and the latency stage need device buffers, one stream, events
+The TensorRT runner (runner.py) and the latency stage need device buffers, one stream, events
 between stages and CUDA-graph capture; a Jetson has no torch to provide them. cuda-python's runtime module is
 `cuda.bindings.runtime` (cuda-bindings >= 12.6.1, every 13.x) or `cuda.cudart` (older cuda-python releases);
 `runtime()` probes for both. Every call goes through `call()`, which checks the returned error code and raises
@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DvitError
+from ...errors import DvitError
 
 # cuda-python's runtime module, newest name first.
 MODULES = ("cuda.bindings.runtime", "cuda.cudart")
@@ -48,8 +48,8 @@ FIXES = {
                                    "install cuda-python of the driver's CUDA major",
     "cudaErrorNoDevice": "no CUDA GPU is visible: run on a machine with one (check nvidia-smi, CUDA_VISIBLE_DEVICES)",
     "cudaErrorMemoryAllocation": "out of GPU memory: use a smaller batch size or close other GPU processes",
-    "cudaErrorStreamCaptureUnsupported": "an operation in the chain cannot be captured: run without --cuda-graph",
-    "cudaErrorStreamCaptureInvalidated": "an operation in the chain cannot be captured: run without --cuda-graph",
+    "cudaErrorStreamCaptureUnsupported": "an operation in the chain cannot be captured: pass --no-cuda-graph",
+    "cudaErrorStreamCaptureInvalidated": "an operation in the chain cannot be captured: pass --no-cuda-graph",
 }
 
 
@@ -275,10 +275,14 @@ class CudaGraph:
         try:
             yield
         except BaseException:
-            runtime().cudaStreamEndCapture(stream.handle)  # leave the stream usable; the capture's own error wins
+            # End the capture so the stream stays usable, and destroy the (partial) graph it may return; the
+            # capture's own error is the one raised.
+            err, graph = runtime().cudaStreamEndCapture(stream.handle)
+            if int(err) == 0 and graph is not None and int(graph) != 0:
+                runtime().cudaGraphDestroy(graph)
             raise
         self.graph = call("cudaStreamEndCapture", stream.handle)
-        self.exec = call("cudaGraphInstantiateWithFlags", self.graph, 0)
+        self.exec = call("cudaGraphInstantiateWithFlags", self.graph, 0)  # on failure, destroy() frees self.graph
 
     @property
     def captured(self) -> bool:

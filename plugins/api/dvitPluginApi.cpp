@@ -1,5 +1,7 @@
 /*
- * dvit-edge: how TensorRT finds the DvitTopKGather creator.
+ * dvit-edge plugins: the plugin library's entry points, and how TensorRT finds its creators. Shared by every op: the
+ * creators are those of the op folders plugins/<op>Plugin/, listed by CMake in dvitPluginOps.inc (one
+ * DVIT_PLUGIN_OP(<creator function>) line per op, from each folder's dvit_plugin_op(CREATOR ...)).
  *
  * Built twice (see plugins/CMakeLists.txt):
  *   libdvit_trt_plugins.so         (default) exports the plugin-library entry points TensorRT's
@@ -8,7 +10,7 @@
  *                                  `trt.get_plugin_registry().load_library(path)` use. It does NOT register itself
  *                                  when loaded: loadLibrary refuses a library whose creators are already registered.
  *                                  After a plain ctypes.CDLL(path), call dvit_trt_register_plugins() instead.
- *   libdvit_trt_plugins_static.so  (DVIT_STATIC_REGISTRATION) registers the creator while it is being loaded, as
+ *   libdvit_trt_plugins_static.so  (DVIT_STATIC_REGISTRATION) registers the creators while it is being loaded, as
  *                                  REGISTER_TENSORRT_PLUGIN does, for `trtexec --staticPlugins=...` and
  *                                  ctypes.CDLL alone. It exports no getCreators, so loadLibrary rejects it cleanly.
  *
@@ -19,21 +21,49 @@
  *   libtensorrt_rtx.so.1    (TensorRT for RTX; it ships no lean/dispatch runtime)
  * and, when none of those is loaded, in the global scope (an application linked with TensorRT statically). Python's
  * tensorrt and tensorrt_rtx modules load their libraries RTLD_LOCAL, which is why the global scope alone does not
- * do. The creator is registered with each distinct registry found.
+ * do. The creators are registered with each distinct registry found.
  */
-#include "topkGatherPlugin.h"
+#include "dvitPluginApi.h"
 
-#include "topkGatherKernel.h"
+#include "dvitLogging.h"
+#include "dvitMacros.h"
 
 #include <dlfcn.h>
 
 #include <string>
 
-namespace
+// The op folders' creator functions (namespace dvit::trt), declared from the generated list.
+#define DVIT_PLUGIN_OP(creator) nvinfer1::IPluginCreatorV3One& creator() noexcept;
+namespace dvit
+{
+namespace trt
+{
+#include "dvitPluginOps.inc"
+} // namespace trt
+} // namespace dvit
+#undef DVIT_PLUGIN_OP
+
+namespace dvit
+{
+namespace trt
 {
 
-#define DVIT_STR2(x) #x
-#define DVIT_STR(x) DVIT_STR2(x)
+nvinfer1::IPluginCreatorV3One* const* pluginCreators(int32_t& nbCreators) noexcept
+{
+    static nvinfer1::IPluginCreatorV3One* const creators[] = {
+#define DVIT_PLUGIN_OP(creator) &creator(),
+#include "dvitPluginOps.inc"
+#undef DVIT_PLUGIN_OP
+    };
+    nbCreators = static_cast<int32_t>(sizeof(creators) / sizeof(creators[0]));
+    return creators;
+}
+
+} // namespace trt
+} // namespace dvit
+
+namespace
+{
 
 using GetRegistryFn = nvinfer1::IPluginRegistry* (*) () noexcept;
 using GetLoggerFn = nvinfer1::ILogger* (*) () noexcept;
@@ -85,26 +115,38 @@ void* symbolInLoaded(char const* soname, char const* symbol)
     return p;
 }
 
-//! Registers the creator with `registry`; 0 when registered (or already there), else reports and returns non-zero.
+//! "dvit::DvitTopKGather v1": a creator as messages name it.
+std::string creatorName(nvinfer1::IPluginCreatorV3One const& creator)
+{
+    return std::string(creator.getPluginNamespace()) + "::" + creator.getPluginName() + " v"
+        + creator.getPluginVersion();
+}
+
+//! Registers every creator with `registry`; 0 when registered (or already there), else reports and returns non-zero.
 int32_t registerWith(nvinfer1::IPluginRegistry* registry, char const* where)
 {
-    using dvit::trt::kPluginName;
-    using dvit::trt::kPluginNamespace;
-    using dvit::trt::kPluginVersion;
     if (registry == nullptr)
     {
-        dvit::trt::reportError(std::string("dvit::DvitTopKGather: getPluginRegistry() of ") + where + " returned null");
+        dvit::trt::reportError(std::string("dvit plugins: getPluginRegistry() of ") + where + " returned null");
         return 2;
     }
-    if (registry->getCreator(kPluginName, kPluginVersion, kPluginNamespace) != nullptr)
+    int32_t nbCreators = 0;
+    nvinfer1::IPluginCreatorV3One* const* creators = dvit::trt::pluginCreators(nbCreators);
+    for (int32_t i = 0; i < nbCreators; ++i)
     {
-        return 0; // already registered (a second call, or the library was also loaded through loadLibrary)
-    }
-    if (!registry->registerCreator(dvit::trt::pluginCreator(), kPluginNamespace))
-    {
-        dvit::trt::reportError(std::string("dvit::DvitTopKGather: IPluginRegistry::registerCreator of ") + where
-            + " failed");
-        return 3;
+        nvinfer1::IPluginCreatorV3One& creator = *creators[i];
+        if (registry->getCreator(creator.getPluginName(), creator.getPluginVersion(), creator.getPluginNamespace())
+            != nullptr)
+        {
+            continue; // already registered (a second call, or the library was also loaded through loadLibrary)
+        }
+        if (!registry->registerCreator(creator, creator.getPluginNamespace()))
+        {
+            dvit::trt::reportError(
+                "dvit plugins: IPluginRegistry::registerCreator of " + std::string(where) + " failed for "
+                + creatorName(creator));
+            return 3;
+        }
     }
     return 0;
 }
@@ -147,7 +189,7 @@ int32_t registerWithRegistries()
         }
         if (!r.compatible)
         {
-            incompatible = std::string("dvit::DvitTopKGather: ") + r.soname + " is loaded, but this library was "
+            incompatible = std::string("dvit plugins: ") + r.soname + " is loaded, but this library was "
                 "built against the TensorRT " DVIT_STR(NV_TENSORRT_MAJOR) " headers, whose IPluginRegistry layout "
                 "differs from its registry's (calling it would crash): load the library with "
                 "IPluginRegistry::loadLibrary (trt.get_plugin_registry().load_library) instead, or build it against "
@@ -181,7 +223,7 @@ int32_t registerWithRegistries()
     }
     if (failure == 0)
     {
-        dvit::trt::reportError("dvit::DvitTopKGather: TensorRT is not loaded in this process (looked for "
+        dvit::trt::reportError("dvit plugins: TensorRT is not loaded in this process (looked for "
             + lookedFor() + " and getPluginRegistry in the global scope), so there is no plugin registry to "
               "register with: import tensorrt or tensorrt_rtx (or link the TensorRT library) first, or load this "
               "library with IPluginRegistry::loadLibrary");
@@ -194,10 +236,6 @@ int32_t registerWithRegistries()
 
 extern "C" {
 
-//! Registers the creator (name "DvitTopKGather", version "1", namespace "dvit") with the global plugin registry of
-//! every TensorRT runtime loaded in this process (libnvinfer, its lean/dispatch runtimes, TensorRT-RTX). Returns 0
-//! when registered with at least one (or already registered), non-zero otherwise (message in
-//! dvit_trt_plugin_last_error()). Safe to call more than once.
 DVIT_EXPORT int32_t dvit_trt_register_plugins(void)
 {
     try
@@ -210,7 +248,6 @@ DVIT_EXPORT int32_t dvit_trt_register_plugins(void)
     }
 }
 
-//! The most recent error the plugin library reported ("" if none).
 DVIT_EXPORT char const* dvit_trt_plugin_last_error(void)
 {
     static thread_local std::string copy;
@@ -220,15 +257,18 @@ DVIT_EXPORT char const* dvit_trt_plugin_last_error(void)
 
 #if !defined(DVIT_STATIC_REGISTRATION)
 
-//! Plugin-library entry point (TensorRT >= 10): the creators this library provides.
 DVIT_EXPORT nvinfer1::IPluginCreatorInterface* const* getCreators(int32_t& nbCreators)
 {
-    static nvinfer1::IPluginCreatorInterface* const creators[] = {&dvit::trt::pluginCreator()};
-    nbCreators = 1;
+    // The same creators as pluginCreators(), as the base interface TensorRT takes (a pointer conversion).
+    static nvinfer1::IPluginCreatorInterface* const creators[] = {
+#define DVIT_PLUGIN_OP(creator) &dvit::trt::creator(),
+#include "dvitPluginOps.inc"
+#undef DVIT_PLUGIN_OP
+    };
+    nbCreators = static_cast<int32_t>(sizeof(creators) / sizeof(creators[0]));
     return creators;
 }
 
-//! Plugin-library entry point: the logger finder TensorRT passes when it loads the library.
 DVIT_EXPORT void setLoggerFinder(nvinfer1::ILoggerFinder* finder)
 {
     dvit::trt::setLoggerFinder(finder);
@@ -246,7 +286,7 @@ struct StaticRegistrar
 {
     StaticRegistrar()
     {
-        // On failure registerWithRegistry() has reported why; dvit_trt_register_plugins() can be called later.
+        // On failure registerWithRegistries() has reported why; dvit_trt_register_plugins() can be called later.
         static_cast<void>(registerWithRegistries());
     }
 };

@@ -7,10 +7,10 @@ is bound as stage i+1's input address, so nothing crosses to the host between st
 captured into a CUDA graph once (`capture_graph()`) and replayed (`launch()`).
 
 Before anything is deserialized (before any CUDA call) every plan's header is checked against the installed
-backend (pipeline.plan_header), and a foreign plan is refused with plan_header's one line; the plugin library
+backend (plan_header.py), and a foreign plan is refused with plan_header's one line; the plugin library
 (DvitTopKGather) is loaded into TensorRT's registry first when the engines need it, and a missing one names
 `make plugins`. The TensorRT API used here is checked against 10.3, 10.13, 11.1 and TensorRT-RTX by
-tools/check_trt_api.py; the CUDA calls go through pipeline.cuda_buffers (cuda-python, no torch).
+tools/check_trt_api.py; the CUDA calls go through cuda.py (cuda-python, no torch).
 """
 from __future__ import annotations
 
@@ -22,21 +22,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .. import cuda_buffers as cb
-from ..errors import DvitError, ManifestError
-from ..plan_header import check_compatible, read_plan_header
-from ..trt_backend import Backend, BackendError
-from ..trt_backend import load as load_backend
-from .base import Runner
+from ...errors import DvitError, ManifestError
+from ...runners.base import Runner
+from . import cuda as cb
+from . import plugins
+from .loader import Backend, BackendError
+from .loader import load as load_backend
+from .plan_header import check_compatible, read_plan_header
 
 if TYPE_CHECKING:  # annotations only; at run time `trt` is the module of the Backend in hand
     import tensorrt as trt
-
-    from ..graphset import BatchGraphs, GraphSet
-
-# Where `make plugins` writes the TensorRT plugin library (Makefile: PLUGINS_BUILD ?= build/plugins).
-DEFAULT_PLUGIN_LIBRARY = Path("build") / "plugins" / "libdvit_trt_plugins.so"
-MAKE_PLUGINS = "build it with `make plugins` (or pass --plugin-library PATH)"
 
 
 # ---------------------------------------------------------------------------------------------- checks
@@ -59,40 +54,6 @@ def backend_for_plans(paths: Sequence[str | os.PathLike[str]]) -> Backend:
         raise BackendError(f"{Path(paths[0]).name} is not a TensorRT plan (tag {header.tag!r}): pass engines built "
                            "by `dvit build`")
     return load_backend(header.backend)
-
-
-# ---------------------------------------------------------------------------------------------- plugins
-_loaded_libraries: set[str] = set()
-
-
-def load_plugin_library(b: Backend, path: str | os.PathLike[str]) -> None:
-    """Register the plugin library's creators with TensorRT (once per process), before deserializing."""
-    p = Path(path)
-    if not p.is_file():
-        raise DvitError(f"plugin library {p} not found (the engines use the DvitTopKGather plugin): {MAKE_PLUGINS}")
-    key = str(p.resolve())
-    if key in _loaded_libraries:
-        return
-    registry: trt.IPluginRegistry = b.trt.get_plugin_registry()
-    if registry.load_library(key) is None:
-        raise BackendError(f"{b.label} could not load the plugin library {p} (built against another TensorRT?): "
-                           "rebuild it here with `make plugins`")
-    _loaded_libraries.add(key)
-
-
-def plugin_library_for(gs: GraphSet, override: str | os.PathLike[str] | None = None) -> Path | None:
-    """The plugin library an engine set needs: `override`, else the one its manifest names (`plugin_library`: a
-    path or {"path"|"file": ...}, relative to the set's folder or the working directory), else `make plugins`'
-    output when its engines hold plugin nodes; None when they hold none. Existence is checked when loading."""
-    if override is not None:
-        return Path(override)
-    named = gs.manifest.get("plugin_library")
-    if isinstance(named, Mapping):
-        named = named.get("path") or named.get("file")
-    if named:
-        p = Path(str(named))
-        return p if p.is_absolute() or not (gs.root / p).exists() else gs.root / p
-    return DEFAULT_PLUGIN_LIBRARY if gs.uses_plugin else None
 
 
 # ---------------------------------------------------------------------------------------------- one engine
@@ -173,7 +134,7 @@ class TensorRTRunner(Runner):
         # Refuse foreign plans and a missing plugin library before any CUDA call or deserialization.
         self.notes = [n for p in paths if (n := check_plan(p, b))]
         if plugin_library is not None:
-            load_plugin_library(b, plugin_library)
+            plugins.load(b, plugin_library)
         self.backend = b
         self.name = name or plans[0][0]
         self.engines: list[Engine] = []
@@ -343,24 +304,3 @@ class TensorRTRunner(Runner):
         if self.stream is not None:
             self.stream.destroy()
             self.stream = None
-
-
-# ---------------------------------------------------------------------------------------------- graph sets
-def graph_runners(graphs: BatchGraphs, backend: Backend | None = None,
-                  plugin_library: str | os.PathLike[str] | None = None) -> tuple[TensorRTRunner, TensorRTRunner]:
-    """(device-resident stage chain, fused runner) of one batch size of an engine set (graphset.BatchGraphs)."""
-    chain = TensorRTRunner([(e.name, e.path) for e in graphs.stages], backend,
-                           name=f"TensorRT stage chain (b{graphs.batch})", plugin_library=plugin_library)
-    try:
-        fused = TensorRTRunner([("fused", graphs.fused.path)], chain.backend, name="fused",
-                               plugin_library=plugin_library)
-    except BaseException:
-        chain.close()
-        raise
-    return chain, fused
-
-
-def teacher_runner(graphs: BatchGraphs, backend: Backend | None = None) -> TensorRTRunner | None:
-    if graphs.teacher is None:
-        return None
-    return TensorRTRunner([("teacher", graphs.teacher.path)], backend, name="teacher")

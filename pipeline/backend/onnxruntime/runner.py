@@ -1,7 +1,7 @@
 """ONNX Runtime: the one session factory of the project, and the runner around it.
 
-Plugin graphs (DvitTopKGather nodes) run through the Python reference op (pipeline.topk_gather_ref), found
-automatically, so every graph set runs here, whatever stage wrote it.
+Plugin graphs (DvitTopKGather nodes) run through the Python reference op (plugins.py), found automatically, so
+every graph set runs here, whatever stage wrote it; the thread pools are pools.py's.
 """
 from __future__ import annotations
 
@@ -11,36 +11,29 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError, DvitError
-from .base import Runner
+from ...errors import ConfigError, DvitError
+from ...runners.base import Runner
+from . import plugins, pools
 
 PROVIDERS = {"cpu": ["CPUExecutionProvider"], "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"]}
 
 
-def _has_plugin_nodes(model: Any) -> bool:
-    from ..topk_gather_ref import PLUGIN_DOMAIN, PLUGIN_OP
-
-    return any(n.op_type == PLUGIN_OP and n.domain == PLUGIN_DOMAIN for n in model.graph.node)
-
-
 def session(model: Any, providers: str = "cpu", threads: int | None = None, optimize: bool = True, *,
-            spinning: bool = True) -> Any:
+            pool: str | None = None) -> Any:
     """An InferenceSession of a ModelProto or an .onnx path.
 
     providers: "cpu" or "cuda" (refused, not silently replaced, when ONNX Runtime falls back to the CPU);
     threads: intra-op threads (None keeps ONNX Runtime's default); optimize=False turns ONNX Runtime's graph
     rewrites off, so that two graphs differing only in how an op is expressed compute the same bits (its Cast
-    elimination in FP16 graphs otherwise depends on the neighbouring ops); spinning=False: idle intra-op threads
-    sleep at once instead of spinning, so that the sessions of a stage chain do not steal each other's cores
-    (pipeline/latency/cpu_pool.py has the measurements).
+    elimination in FP16 graphs otherwise depends on the neighbouring ops); pool: how the sessions of the process
+    share the cores (pools.py; None: the global pool where the process has one, else ONNX Runtime's own; the
+    runtime commands take pools.default_pool()).
     """
     import onnx
     import onnxruntime as ort  # type: ignore[import-untyped]
 
     if providers not in PROVIDERS:
         raise ConfigError(f"unknown provider '{providers}': use {' or '.join(PROVIDERS)}")
-    if threads is not None and threads < 1:
-        raise ConfigError(f"--threads {threads} is not positive: pass e.g. --threads 1")
     what = "the graph" if isinstance(model, onnx.ModelProto) else str(model)
     if not isinstance(model, onnx.ModelProto):
         path = Path(os.fspath(model))
@@ -51,17 +44,8 @@ def session(model: Any, providers: str = "cpu", threads: int | None = None, opti
     so.log_severity_level = 3
     if not optimize:
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    if threads:
-        so.intra_op_num_threads = threads
-        so.inter_op_num_threads = 1
-    if not spinning:
-        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        so.add_session_config_entry("session.inter_op.allow_spinning", "0")
-    if _has_plugin_nodes(model):
-        from .. import topk_gather_ref
-
-        so.register_custom_ops_library(topk_gather_ref.register_ort_ops())
-        model = topk_gather_ref.ort_model(model)
+    pools.apply(so, pool, threads)
+    model = plugins.prepare(so, model)
     chosen = PROVIDERS[providers]
     try:
         sess = ort.InferenceSession(model.SerializeToString(), sess_options=so, providers=chosen)
@@ -76,8 +60,8 @@ class OnnxRuntimeRunner(Runner):
     """A graph in ONNX Runtime behind the runner interface (see runners.base.Runner)."""
 
     def __init__(self, model: Any, name: str | None = None, providers: str = "cpu", threads: int | None = None,
-                 optimize: bool = True, *, spinning: bool = True) -> None:
-        self.session = session(model, providers, threads, optimize, spinning=spinning)
+                 optimize: bool = True, *, pool: str | None = None) -> None:
+        self.session: Any = session(model, providers, threads, optimize, pool=pool)
         self.name = name or (Path(os.fspath(model)).stem if isinstance(model, (str, os.PathLike)) else "graph")
         self.providers = list(self.session.get_providers())
         shape = self.session.get_inputs()[0].shape
@@ -95,17 +79,11 @@ class OnnxRuntimeRunner(Runner):
         names = self.output_names
         return dict(zip(names, self.session.run(names, {k: np.ascontiguousarray(v) for k, v in feeds.items()})))
 
+    def close(self) -> None:
+        """Drop the session (ONNX Runtime frees it with its last reference); the runner cannot run after."""
+        self.session = None
+
 
 def run(model: Any, feeds: dict[str, np.ndarray], optimize: bool = True) -> dict[str, np.ndarray]:
     """One-off CPU run of a graph (ModelProto or path) on `feeds`; outputs by name."""
     return OnnxRuntimeRunner(model, optimize=optimize).infer(feeds)
-
-
-def graph_runners(graphs: Any, providers: str = "cpu", threads: int | None = None,
-                  spinning: bool = True) -> tuple[Any, OnnxRuntimeRunner]:
-    """(stage chain, fused runner) of one batch size of a graph set (graphset.BatchGraphs)."""
-    from .chain import StageChain
-
-    stages = [OnnxRuntimeRunner(e.path, e.name, providers, threads, spinning=spinning) for e in graphs.stages]
-    fused = OnnxRuntimeRunner(graphs.fused.path, "fused", providers, threads, spinning=spinning)
-    return StageChain(stages, f"stage chain (b{graphs.batch})"), fused

@@ -1,26 +1,29 @@
-"""The DvitTopKGather plugin library for the engine build: found, hashed, and loaded into TensorRT before parsing.
+"""The one loader of the DvitTopKGather plugin library: found, hashed, and registered with TensorRT once per process.
 
-A graph with plugin nodes parses only once the plugin's creator is registered, and the engine depends on the
-library's code, so its sha256 goes into the engine-cache key and the manifest. The library is found at
---plugin-lib, else where `make plugins` writes it (build/plugins/, below the working directory or this
-checkout). Registration is process-wide and cannot be undone: a second, different library with the same creator
-is refused instead of silently building with the first.
+Building needs it before parsing (a plugin node parses only once its creator is registered) and running needs it
+before deserializing; both come here, so a process that builds and then runs registers the library once. The
+engine depends on the library's code, so its sha256 goes into the engine-cache key and the manifest. The library
+is found at --plugin-lib, else where the engine set's manifest says, else where `make plugins` writes it
+(build/plugins/, below the working directory or this checkout). Registration is process-wide and cannot be
+undone: a second, different library with the same creator is refused instead of silently using the first.
 """
 from __future__ import annotations
 
 import importlib.util
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import DvitError
-from ..io import sha256_file
-from ..trt_backend import Backend, BackendError
+from ...errors import DvitError
+from ...io import sha256_file
+from .loader import Backend, BackendError
 
 if TYPE_CHECKING:  # annotations only; at run time `trt` is the module of the Backend in hand
     import tensorrt as trt
+
+    from ...graphset import GraphSet
 
 LIBRARY_NAME = "libdvit_trt_plugins.so"
 KERNEL_LIBRARY = "libdvit_topk_gather_kernel.so"  # what `make plugins` builds without TensorRT headers
@@ -33,7 +36,7 @@ DEFAULT_SEARCH: tuple[Path, ...] = (
 CREATOR = ("DvitTopKGather", "1", "dvit")
 MAKE_PLUGINS = "build it with `make plugins` (or pass --plugin-lib PATH)"
 
-_loaded: dict[str, str] = {}  # resolved path -> sha256 of every library this process registered
+_registered: dict[str, str] = {}  # resolved path -> sha256 of every library this process registered
 
 
 @dataclass(frozen=True)
@@ -92,21 +95,47 @@ def check_parser_can_load(b: Backend) -> None:
                                "a plugin node: run `make link-tensorrt-rtx` (part of `make setup`)")
 
 
-def load(b: Backend, lib: PluginLibrary) -> None:
-    """Register the library's creators with `b`'s plugin registry, once per process."""
+def describe(path: str | os.PathLike[str]) -> PluginLibrary:
+    """The library at `path`, hashed; one line naming `make plugins` when it is missing."""
+    p = Path(path)
+    if not p.is_file():
+        raise DvitError(f"plugin library {p} not found (the graphs use the DvitTopKGather plugin): {_fix(p)}")
+    return _described(p)
+
+
+def for_graph_set(gs: GraphSet, override: str | os.PathLike[str] | None = None) -> Path | None:
+    """The plugin library an engine set needs: `override`, else the one its manifest names (`plugin_library`: a
+    path or {"path"|"file": ...}, relative to the set's folder or the working directory), else `make plugins`'
+    output when its engines hold plugin nodes; None when they hold none. Existence is checked when loading."""
+    if override is not None:
+        return Path(override)
+    named = gs.manifest.get("plugin_library")
+    if isinstance(named, Mapping):
+        named = named.get("path") or named.get("file")
+    if named:
+        p = Path(str(named))
+        return p if p.is_absolute() or not (gs.root / p).exists() else gs.root / p
+    return DEFAULT_SEARCH[0] if gs.uses_plugin else None
+
+
+def load(b: Backend, lib: PluginLibrary | str | os.PathLike[str]) -> PluginLibrary:
+    """Register the library's creators with `b`'s plugin registry, once per process; returns it described."""
+    if not isinstance(lib, PluginLibrary):
+        lib = describe(lib)
     key = str(lib.path)
-    if key in _loaded:
-        return
-    if lib.sha256 in _loaded.values():  # the same code under another path: its creators are registered already
-        _loaded[key] = lib.sha256
-        return
-    if _loaded:
-        other = next(iter(_loaded))
+    if key in _registered and _registered[key] == lib.sha256:
+        return lib
+    if lib.sha256 in _registered.values():  # the same code under another path: its creators are registered already
+        _registered[key] = lib.sha256
+        return lib
+    if _registered:
+        other = next(iter(_registered))
         raise BackendError(f"another plugin library ({other}) is already registered in this process, and TensorRT "
-                           f"cannot unload it: build with {lib.path} in a new process")
+                           f"cannot unload it: use {lib.path} in a new process")
     registry: trt.IPluginRegistry = b.trt.get_plugin_registry()
     if registry.load_library(key) is None:
         raise BackendError(f"{b.label} could not load the plugin library {lib.path} (built against another TensorRT, "
-                           "or its creator is registered already?): rebuild it with `make plugins`, and build in a "
+                           "or its creator is registered already?): rebuild it with `make plugins`, and use it in a "
                            "new process")
-    _loaded[key] = lib.sha256
+    _registered[key] = lib.sha256
+    return lib

@@ -37,8 +37,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import DvitError
-from .targets import backend_label, version_tuple
+from ...errors import DvitError
+from ...targets import backend_label, version_tuple
 
 TAGS = {b"ftrt": "tensorrt", b"ptrt": "tensorrt", b"vtrt": "tensorrt-rtx"}
 HEADER_BYTES = 64
