@@ -147,6 +147,41 @@ def test_each_wrapper_reaches_cuda_with_arguments_the_bindings_accept() -> None:
     assert not ok and why.startswith("no usable CUDA GPU: cudaGetDeviceCount failed: cudaError") and "\n" not in why
 
 
+@pytest.mark.parametrize("engines, events, where", [
+    (4, 2, ["rec0", "run0", "run1", "run2", "run3", "rec1"]),  # the whole step: one pair, whatever the stage count
+    (4, 5, ["rec0", "run0", "rec1", "run1", "rec2", "run2", "rec3", "run3", "rec4"]),  # per stage
+    (1, 2, ["rec0", "run0", "rec1"]),
+])
+def test_enqueue_records_one_pair_around_the_step_or_one_event_per_stage(engines: int, events: int,
+                                                                          where: list[str]) -> None:
+    """Where enqueue() records its events among the engines (the latency stage times every case with one pair and
+    takes per-stage times with n + 1): stand-ins record the order; the engines and events themselves need a GPU."""
+    log: list[str] = []
+
+    class Engine:
+        def __init__(self, i: int) -> None:
+            self.i = i
+
+        def enqueue(self, stream_ptr: int) -> None:
+            log.append(f"run{self.i}")
+
+    class Event:
+        def __init__(self, i: int) -> None:
+            self.i = i
+
+        def record(self, stream: object) -> None:
+            log.append(f"rec{self.i}")
+
+    runner = object.__new__(trt_runner.TensorRTRunner)
+    runner.engines = [Engine(i) for i in range(engines)]
+    runner.stream = object.__new__(cb.Stream)
+    runner.stream.handle = 0
+    runner.enqueue([Event(i) for i in range(events)])  # type: ignore[list-item]
+    assert log == where
+    with pytest.raises(ValueError, match="takes 2 or"):
+        runner.enqueue([Event(i) for i in range(3)] if engines == 4 else [Event(0)])  # type: ignore[list-item]
+
+
 def test_without_cuda_python_the_error_names_the_install(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(cb, "_runtime", None)
     monkeypatch.setattr(cb, "MODULES", ("no_such_cuda.runtime",))
@@ -372,3 +407,5 @@ def test_dvit_latency_times_engines(engines: dict) -> None:
     assert ("pruned", "chain", "host", False) in variants and ("pruned", "chain", "device", True) in variants
     chain = next(x for x in r["runs"] if (x["mode"], x["io"], x["cuda_graph"]) == ("chain", "device", False))
     assert len(chain["stages"]) == 4 and chain["gpu"]["iterations"] == chain["end_to_end"]["iterations"]
+    # the backend's version, read after the runners imported it
+    assert {"tensorrt", "tensorrt_rtx"} & set(r["machine"]["versions"])

@@ -242,14 +242,20 @@ class TensorRTRunner(Runner):
                 self._rebound.add(spec.name)
 
     def enqueue(self, events: Sequence[cb.Event] | None = None) -> None:
-        """Every engine on the stream, in order; with events (len(engines) + 1) recorded around each one."""
+        """Every engine on the stream, in order. With two events, one is recorded before the first engine and one
+        after the last (the whole step's GPU time, the same cost for any number of engines); with
+        len(engines) + 1, one around each engine (per-stage GPU times)."""
         stream = self._stream
+        n = len(self.engines)
+        if events and len(events) not in (2, n + 1):
+            raise ValueError(f"internal: enqueue takes 2 or {n + 1} events, not {len(events)}")
+        around_each = events is not None and len(events) == n + 1
         if events:
             events[0].record(stream)
         for i, e in enumerate(self.engines):
             e.enqueue(stream.ptr)
-            if events:
-                events[i + 1].record(stream)
+            if events and (around_each or i == n - 1):
+                events[i + 1 if around_each else 1].record(stream)
 
     def fetch_outputs(self, names: Sequence[str] | None = None) -> None:
         for n in self.copy_outputs if names is None else names:
