@@ -94,8 +94,8 @@ def register_ort_ops() -> str:
         from .errors import DvitError
 
         raise DvitError(
-            "running plugin graphs in ONNX Runtime needs onnxruntime-extensions: pip install onnxruntime-extensions "
-            "(or pass --no-verify to 'dvit plugin-pass')"
+            "running plugin graphs in ONNX Runtime needs onnxruntime-extensions: install the onnxruntime extra "
+            "(pip install '.[onnxruntime]'); `dvit plugin-pass --no-verify` skips the check in the plugin pass alone"
         ) from e
     if not _REGISTERED:
 

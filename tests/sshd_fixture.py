@@ -9,12 +9,14 @@ only the server it started, by its pid.
 
 Every command a client asks the server to run is recorded before it runs (`commands()`, in order): sshd's
 ForceCommand is a small sh script that appends $SSH_ORIGINAL_COMMAND to DIR/commands.log (NUL-terminated) and
-then runs it with the user's shell, as sshd itself would.
+then runs it with the user's shell, as sshd itself would. `start_sshd(dir, env={...})` exports those variables
+into every session first (the "device"'s environment, e.g. where its system Python finds TensorRT).
 """
 from __future__ import annotations
 
 import getpass
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -28,7 +30,7 @@ COMMAND_LOG = "commands.log"
 # sshd runs ForceCommand with the user's shell; this records the client's command, then runs it the same way.
 RECORDER = """#!/bin/sh
 printf '%s\\0' "$SSH_ORIGINAL_COMMAND" >> {log}
-exec "${{SHELL:-/bin/sh}}" -c "$SSH_ORIGINAL_COMMAND"
+{env}exec "${{SHELL:-/bin/sh}}" -c "$SSH_ORIGINAL_COMMAND"
 """
 
 
@@ -106,7 +108,7 @@ def wait_for_banner(port: int, proc: subprocess.Popen, timeout: float = 15.0) ->
     raise SshdUnavailable(f"sshd did not answer on 127.0.0.1:{port} within {timeout:.0f} s")
 
 
-def start_sshd(directory: Path) -> Sshd:
+def start_sshd(directory: Path, env: dict[str, str] | None = None) -> Sshd:
     for tool in (SSHD, "ssh", "ssh-keygen", "rsync"):
         if shutil.which(tool) is None and not Path(tool).is_file():
             raise SshdUnavailable(f"{tool} is not installed")
@@ -123,7 +125,8 @@ def start_sshd(directory: Path) -> Sshd:
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
     port = free_port()
     recorder = d / "record-command"
-    recorder.write_text(RECORDER.format(log=d / COMMAND_LOG))
+    exports = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in (env or {}).items())
+    recorder.write_text(RECORDER.format(log=d / COMMAND_LOG, env=exports))
     os.chmod(recorder, 0o755)
     (d / "sshd_config").write_text("\n".join([
         "ListenAddress 127.0.0.1",

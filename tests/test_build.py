@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -152,7 +153,14 @@ def test_engines_show_what_the_graphs_say(sets: dict[str, Path], name: str, plug
     int8_note = [n for n in m["notes"] if "weight-only GEMM" in n]
     assert bool(int8_note) == ("int8" in precisions)
     if lib is not None:
-        assert m["plugin_library"] == {"path": str(lib.resolve()), "sha256": sha256_file(lib)}
+        # recorded relative to the engine set (it holds where the set moves with the library beside it), and found
+        # there by the one reader
+        assert m["plugin_library"] == {"path": os.path.relpath(lib.resolve(), gs.root.resolve()),
+                                       "absolute": str(lib.resolve()), "sha256": sha256_file(lib)}
+        assert not Path(m["plugin_library"]["path"]).is_absolute()
+        from pipeline.backend.tensorrt import plugins as trt_plugins
+
+        assert trt_plugins.for_graph_set(gs).resolve() == lib.resolve()
     else:
         assert m["plugin_library"] is None
 

@@ -1,12 +1,15 @@
 """dvit deploy against a real OpenSSH server on 127.0.0.1 (tests/sshd_fixture.py), with the desktop-rtx target.
 
-The loopback "device" is this machine: the remote build runs TensorRT-RTX from this venv (--remote-python), the
-plugin is built with this machine's nvcc against NVIDIA's public TensorRT headers (../shared/tensorrt-oss/v11.1,
-one CUDA architecture), and with no GPU here the remote validation runs the shipped ONNX graph set in ONNX Runtime
-against the recorded reference (the engines could not run, which the deploy records). Without sshd (`apt-get
-install -y openssh-server rsync`) these tests skip and say why. The device-fit checks run on captured tool output.
-The test server records every command it is asked to run (sshd_fixture), so the tests see exactly what a deploy
-executed on the device.
+The loopback "device" is this machine, with the Python environment README.md tells a device user to make
+(tests/device_env.py: `python3 -m venv` + `pip install ".[device,onnxruntime]"`, no torch, timm or ModelOpt),
+given as --remote-python; its TensorRT is TensorRT-RTX (the pinned `tensorrt-rtx` extra, standing in for JetPack's
+TensorRT). The plugin is built with this machine's nvcc against NVIDIA's public TensorRT headers
+(../shared/tensorrt-oss/v11.1, one CUDA architecture), and with no GPU here the remote validation runs the shipped
+ONNX graph set in ONNX Runtime against the recorded reference (the engines could not run, which the deploy
+records, and latency is skipped saying so). Without sshd (`apt-get install -y openssh-server rsync`) these tests
+skip and say why. The device-fit checks run on captured tool output. The test server records every command it is
+asked to run (sshd_fixture), so the tests see exactly what a deploy executed on the device.
+tests/test_deploy_device.py deploys with the deploy's own venv and a plugin graph set.
 """
 from __future__ import annotations
 
@@ -17,11 +20,14 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+from device_env import device_venv
 from sshd_fixture import APT_LINE, Sshd, SshdUnavailable, closed_port, start_sshd
 from test_precision import make_tiny_export
 
@@ -90,15 +96,18 @@ def art(tmp_path_factory: pytest.TempPathFactory) -> dict:
                     ignore=shutil.ignore_patterns("build*", "__pycache__"))
     shutil.copytree(REPO / "targets", source / "targets")
     shutil.copy2(REPO / "pyproject.toml", source / "pyproject.toml")
+    shutil.copy2(REPO / "README.md", source / "README.md")
+    # the device's Python, as README.md tells a device user to make it (shared by the session's deploy tests)
+    python = device_venv(tmp_path_factory.getbasetemp() / "device-env")
     return {"root": root, "export": export, "changed": changed, "corrupt": corrupt, "ref": root / "ref.npz",
-            "source": source}
+            "source": source, "python": python}
 
 
 def options(server: Sshd, art: dict, device: Path, results: Path, **extra: object) -> DeployOptions:
     kw: dict = {
         "graphs": art["export"], "target": "desktop-rtx", "host": server.host, "port": server.port,
         "identity": str(server.identity), "known_hosts": str(server.known_hosts), "reference": art["ref"],
-        "remote_dir": str(device), "remote_python": sys.executable, "out": results,
+        "remote_dir": str(device), "remote_python": str(art["python"]), "out": results,
         "tensorrt_root": str(HEADERS) if HAVE_HEADERS else None, "cuda_archs": "86", "jobs": 2,
         "source": art["source"], "progress": False,
         # short latency runs, for when the device's dvit has `latency`
@@ -123,7 +132,10 @@ def runs(sshd: Sshd, art: dict, tmp_path_factory: pytest.TempPathFactory) -> dic
             "steps_log": (one / "out" / "steps.log").read_text(),
             "validation": json.loads((one / "out" / "validation.json").read_text()),
             "plugin_lib": (one / "out" / "plugins" / "libdvit_trt_plugins.so").is_file(),
-            "report": (one / "out" / "report").is_dir(), "executed": executed}
+            "report": (one / "out" / "report").is_dir(), "executed": executed,
+            # each engine of the release and its copy in the device's engine cache: (inode, inode)
+            "engine_inodes": {p.name: p.stat().st_ino for p in (one / "out" / "engines").rglob("*.plan")},
+            "cache_inodes": {p.stat().st_ino for p in (device / "cache" / "build").glob("*.plan")}}
     second = deploy(dataclasses.replace(opts, graphs=art["changed"]))
     current_after_second = os.readlink(device / "current")
     two = device / "releases" / second.release
@@ -158,9 +170,15 @@ def test_first_deploy_ships_a_verified_bundle_and_runs_the_steps_in_order(runs: 
         assert status[name].status == "ok", (name, status[name])
     assert status["env"].status == "skipped" and "--remote-python" in (status["env"].reason or "")
     assert status["reuse-engines"].status == "skipped"
-    for name in ("build", "latency", "report"):  # other stages may not exist yet: skipped and said so, never faked
+    for name in ("build", "report"):  # other stages may not exist yet: skipped and said so, never faked
         s = status[name]
         assert s.status == "ok" or (s.status == "skipped" and f"`dvit {name}` is not available" in (s.reason or ""))
+    if not r.facts["gpus"]:  # engines were built, but nothing here can run them: no timings, and it says why
+        assert status["latency"].status == "skipped", status["latency"]
+        assert status["latency"].reason == "no GPU on the device: the engines cannot run, so there is nothing to time"
+    # the release does not hold a second copy of each engine: they are hard links into the device's engine cache
+    if status["build"].status == "ok":
+        assert seen["engine_inodes"] and set(seen["engine_inodes"].values()) <= seen["cache_inodes"]
     if HAVE_HEADERS:
         assert status["plugin"].status == "ok" and seen["plugin_lib"]
     else:
@@ -235,6 +253,9 @@ def test_a_failing_step_leaves_current_and_shows_the_remote_error(runs: dict) ->
     assert len(failed) == 1 and failed[0]["stderr_tail"] and "switch" not in [s["name"] for s in record["steps"]]
     assert failed[0]["stderr_tail"].strip().splitlines()[-1] in msg  # the device's own error, in the one line
     assert "Error parsing" in failed[0]["stderr_tail"] or "parse" in failed[0]["stderr_tail"].lower()
+    # the summary does not claim a validation that never ran
+    summary = (failed_dirs[0] / "summary.md").read_text()
+    assert "was validated" not in summary and record["engines"]["validated"] is None, summary
 
 
 def test_only_validate_reuses_the_current_release(runs: dict) -> None:
@@ -247,8 +268,191 @@ def test_only_validate_reuses_the_current_release(runs: dict) -> None:
     assert status["reuse-engines"].status in ("ok", "skipped")
     assert r.transfer["sent"] == 0  # the same bundle as the current release: nothing to send
     releases = sorted(p.name for p in (runs["device"] / "releases").iterdir())
-    # --keep-releases 3: the oldest (the first) is pruned; the failed one stays until it is among the oldest
-    assert releases == sorted([runs["second"].release, runs["failure_release"], r.release])
+    # --keep-releases 3 counts complete releases: the three that were switched to stay, the failed one goes
+    assert releases == sorted([runs["first"].release, runs["second"].release, r.release])
+    assert status["prune"].status == "ok"
+
+
+def _releases(device: Path) -> list[str]:
+    return sorted(p.name for p in (device / "releases").iterdir())
+
+
+def test_no_build_with_another_graph_set_is_refused(runs: dict, capsys: pytest.CaptureFixture) -> None:
+    """Issue 16.2: the current release's engines were built from the `changed` graph set; reusing them for the
+    `export` set (other graphs) is refused in preflight, before anything is shipped or switched."""
+    device = runs["device"]
+    before, current = _releases(device), os.readlink(device / "current")
+    opts = dataclasses.replace(runs["options"], graphs=runs["options"].graphs.parent / "export", build=False)
+    with pytest.raises(DvitError, match=r"^--no-build reuses the engines of 127\.0\.0\.1's current release \(\d{8}-"
+                                        r"\d{6}\), which were built from another graph set \(export graphs, "
+                                        r"(fp32,)+fp32, batch sizes 1, 4, manifest sha256 [0-9a-f]{12}\) than --graphs "
+                                        r"\(export graphs, .*\): deploy without --no-build to build engines for these "
+                                        r"graphs"):
+        deploy(opts)
+    assert _releases(device) == before and os.readlink(device / "current") == current
+
+
+def test_pruning_keeps_the_last_complete_release(runs: dict, capsys: pytest.CaptureFixture) -> None:
+    """Issue 16.3: two releases left half-shipped by interrupted deploys (as a killed deploy leaves them) must not
+    count as kept releases: the next good deploy removes them, saying so, and keeps the last good one (the
+    rollback target) among the --keep-releases 3."""
+    device, last_good = runs["device"], runs["again"].release
+    assert os.readlink(device / "current") == f"releases/{last_good}"
+    stamp = time.mktime(time.strptime(last_good, "%Y%m%d-%H%M%S"))
+    while time.strftime("%Y%m%d-%H%M%S", time.localtime(stamp + 2)) >= time.strftime("%Y%m%d-%H%M%S"):
+        time.sleep(0.5)  # the two must be older than the next release's name and newer than the last good one
+    aborted = [time.strftime("%Y%m%d-%H%M%S", time.localtime(stamp + i)) for i in (1, 2)]
+    for name in aborted:  # half-shipped: part of the bundle, no steps run (interrupted while shipping)
+        shutil.copytree(device / "releases" / last_good / "graphs", device / "releases" / name / "graphs")
+    r = deploy(dataclasses.replace(runs["options"], graphs=runs["options"].graphs.parent / "changed",
+                                   only_validate=True))
+    kept = _releases(device)
+    assert last_good in kept and r.release in kept and not set(aborted) & set(kept), kept
+    assert len(kept) == 3  # three complete releases: this one, the last good one and the one before
+    prune = next(s for s in r.steps if s.name == "prune")
+    assert prune.status == "ok"
+    log = next((r.results_dir / "out" / "logs").glob("*-prune.out")).read_text().split()
+    assert sorted(d for w, d in zip(log[::2], log[1::2], strict=True) if w == "removed-incomplete") == aborted
+
+
+def test_same_second_deploys_take_distinct_releases(runs: dict, capsys: pytest.CaptureFixture) -> None:
+    """Issue 16.6: a release directory of this second (and the next ones) already exists on the device (another
+    deploy): this one takes the next free name instead of stopping; --no-progress still prints the result line,
+    with the remote path as the device has it."""
+    device = runs["device"]
+    now = time.time()
+    taken = [time.strftime("%Y%m%d-%H%M%S", time.localtime(now + i)) for i in range(4)]
+    for name in taken:
+        (device / "releases" / name / "out").mkdir(parents=True)
+    try:
+        capsys.readouterr()
+        r = deploy(dataclasses.replace(runs["options"], graphs=runs["options"].graphs.parent / "changed",
+                                       only_validate=True))
+    finally:
+        for name in taken:
+            shutil.rmtree(device / "releases" / name, ignore_errors=True)
+    assert r.status == "ok" and re.fullmatch(r"\d{8}-\d{6}-\d+", r.release) and r.release.rsplit("-", 1)[0] in taken
+    assert os.readlink(device / "current") == f"releases/{r.release}"
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 1 and out[0].startswith("dvit deploy: ok in "), out
+    assert f": {device}/current -> releases/{r.release}; results in {r.results_dir}" in out[0]
+
+
+def _cli_deploy(server: Sshd, art: dict, device: Path, results: Path) -> subprocess.Popen:
+    """`dvit deploy` as a user runs it, in a session of its own (a terminal's Ctrl-C reaches the whole group)."""
+    argv = [sys.executable, "-m", "pipeline.cli", "deploy", "--graphs", str(art["export"]), "--target", "desktop-rtx",
+            "--host", server.host, "--port", str(server.port), "--identity", str(server.identity), "--known-hosts",
+            str(server.known_hosts), "--reference", str(art["ref"]), "--remote-dir", str(device), "--remote-python",
+            str(art["python"]), "--out", str(results), "--cuda-archs", "86", "--jobs", "2", "--no-progress"]
+    if HAVE_HEADERS:
+        argv += ["--tensorrt-root", str(HEADERS)]
+    return subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+
+
+def _wait_for_step(device: Path, proc: subprocess.Popen, names: tuple[str, ...], timeout: float = 180) -> str:
+    """Waits until the device's steps.log says one of `names` started (and has not ended); returns which."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        for log in device.glob("releases/*/out/steps.log"):
+            words = [line.split()[1:3] for line in log.read_text().splitlines() if len(line.split()) >= 3]
+            started = [w[0] for w in words if w[1] == "start"]
+            ended = [w[0] for w in words if w[1] != "start"]
+            if started and started[-1] in names and started[-1] not in ended:
+                time.sleep(0.5)  # well inside the step
+                return started[-1]
+        time.sleep(0.05)
+    raise AssertionError(f"no step of {names} started on the device within {timeout} s")
+
+
+def _live_processes(needle: str) -> dict[int, str]:
+    """Processes on this machine (the device) whose command line or working directory mentions `needle`."""
+    found = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit() or int(d.name) == os.getpid():
+            continue
+        try:
+            if (d / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                continue
+            cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            cwd = os.readlink(d / "cwd") if (d / "cwd").exists() else ""
+        except OSError:
+            continue
+        if needle in cmd or needle in cwd:
+            found[int(d.name)] = cmd
+    return found
+
+
+def _masters() -> set[int]:
+    """The ssh ControlMasters of dvit deploys running here (their ControlPath is in a dvit-ssh-* folder; the
+    clients that use one say ControlMaster=no)."""
+    return {pid for pid, cmd in _live_processes("/dvit-ssh-").items()
+            if cmd.startswith("ssh") and ("ControlMaster=yes" in cmd or "[mux]" in cmd)}
+
+
+def _stop(pids: dict[int, str]) -> None:
+    for pid in pids:  # processes a failing test leaves behind: the ones it found, by pid
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def test_an_interrupted_deploy_stops_the_remote_work_and_removes_its_release(sshd: Sshd, art: dict,
+                                                                              tmp_path: Path) -> None:
+    """Issue 16.4: Ctrl-C while the device builds (the plugin, else the engines) stops the remote process group
+    and removes the partial release: nothing of that deploy is left running or lying on the device."""
+    device, results = tmp_path / "device", tmp_path / "results"
+    others = _masters()
+    proc = _cli_deploy(sshd, art, device, results)
+    try:
+        step = _wait_for_step(device, proc, ("plugin", "build"))
+        assert _live_processes(str(device / "releases")), "the remote step should be running now"
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    left = _live_processes(str(device / "releases"))
+    for _ in range(50):  # the shells that ran the step end on their own once it is stopped
+        if not left:
+            break
+        time.sleep(0.1)
+        left = _live_processes(str(device / "releases"))
+    _stop(left)
+    assert proc.returncode == 130, err
+    assert re.search(rf"interrupted during step '{step}': stopped the remote work \(process group \d+\) and removed "
+                     rf"the partial release releases/\d{{8}}-\d{{6}} on 127\.0\.0\.1; current still points at "
+                     r"nothing \(first deploy\)", err), err
+    assert not left, left
+    assert _releases(device) == [] and not os.path.lexists(device / "current")
+    assert not results.exists()
+    assert not _masters() - others  # and no ssh connection left open here
+
+
+def test_a_lost_connection_is_not_a_failed_step(sshd: Sshd, art: dict, tmp_path: Path) -> None:
+    """Issue 16.4: the ssh connection dies while a step runs on the device (its ControlMaster is killed): the ssh
+    client exits 255 with no message; the deploy says the connection was lost and what the device says of the
+    step (still running: stopped), instead of blaming the step."""
+    device, results = tmp_path / "device", tmp_path / "results"
+    others = _masters()
+    proc = _cli_deploy(sshd, art, device, results)
+    try:
+        step = _wait_for_step(device, proc, ("plugin", "build"))
+        ours = _masters() - others
+        assert len(ours) == 1, ours  # this deploy's
+        os.kill(ours.pop(), signal.SIGKILL)
+        _, err = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    _stop(_live_processes(str(device / "releases")))
+    assert proc.returncode == 2, err
+    assert f"step '{step}' failed" not in err, err
+    assert re.search(rf"lost the connection to 127\.0\.0\.1 during step '{step}' \(ssh exited 255[^)]*\); the step was "
+                     r"still running there: stopped it and removed the release; current still points at nothing "
+                     r"\(first deploy\)", err), err
 
 
 def _renderer(opts: DeployOptions, release: str) -> Renderer:
@@ -369,7 +573,7 @@ DEPLOY_FLAGS = ("--help", "--graphs", "--target", "--host", "--port", "--identit
                 "--remote-python", "--out", "--dry-run", "--no-build", "--only-validate", "--no-progress",
                 "--host-key-check", "--known-hosts", "--connect-timeout", "--ssh-option", "--tensorrt-root",
                 "--cuda-archs", "--need-disk-mb", "--keep-releases", "--tegrastats-interval", "--jobs",
-                "--latency-args")
+                "--latency-args", "--hosts", "--parallel", "--no-share-engines")
 
 
 def _parse(*argv: str) -> DeployOptions:
@@ -625,3 +829,75 @@ def test_device_side_imports_without_torch_timm_modelopt() -> None:
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "blocked: torch is blocked" in r.stdout
+
+
+# ---------------------------------------------------------------------------------------------- the device's Python
+PACKAGES_NO_CUDA = ("numpy=2.2.6\ntqdm=4.70.1\nrich=15.0.0\ntomli=2.2.1\nonnx=\n"
+                    "onnxruntime=\nonnxruntime-extensions=\ncuda-python=")
+
+
+def test_device_python_packages_are_checked_for_what_the_deploy_runs() -> None:
+    """Issue 16.1: a JetPack 6 Orin (GPU, CUDA 12.6) runs the engines: its interpreter needs the cuda-python of
+    CUDA 12 (not ONNX Runtime); one without it is stopped naming it and the extra; the deploy's own venv installs
+    exactly `.[device,cuda12]`."""
+    text = ORIN_NANO_JP62 + facts(python_packages=PACKAGES_NO_CUDA, venv="ok")
+    run = {"validating": True, "timing": True}
+    given = fit(text, remote_python="/opt/dvit/bin/python", **run)
+    assert given.errors == [(
+        '/opt/dvit/bin/python on nano lacks cuda-python (cuda-python: engines run with cuda-python for CUDA 12): '
+        'install them there (`/opt/dvit/bin/python -m pip install ".[device,cuda12]"` from a dvit-edge checkout), '
+        "or leave out --remote-python (the deploy's own venv installs them)")]
+    assert fit(text.replace("cuda-python=", "cuda-python=12.6.2.post1"), remote_python="/p", **run).ok
+    wrong_major = fit(text.replace("cuda-python=", "cuda-python=13.5.0"), remote_python="/p", **run)
+    assert wrong_major.errors == [('/p on nano has cuda-python 13.5.0, the device runs CUDA 12.6.68: `/p -m pip '
+                                   'install ".[cuda12]"` (cuda-python\'s major must be the device\'s CUDA major)')]
+    managed = fit(text, **run)
+    assert managed.ok and "the deploy's venv on nano gets `pip install .[device,cuda12]`" in managed.notes
+    assert preflight.requirements(preflight.parse_facts(text), host="nano", uses_plugin=True, validating=True,
+                                  timing=True).spec == "device,cuda12"
+    no_venv = fit(text.replace("\n@@venv\nok\n", "\n@@venv\n\n"), **run)
+    assert any("cannot make a venv" in e and "python3-venv" in e for e in no_venv.errors)
+
+
+def test_cuda_13_needs_python_311_and_no_gpu_needs_onnx_runtime() -> None:
+    thor_py310 = facts(
+        home="/home/nvidia", uname="Linux 6.8.12-tegra aarch64",
+        nv_tegra_release="# R38 (release), REVISION: 2.0, GCID: 1, BOARD: generic, EABI: aarch64, DATE: x",
+        model="NVIDIA Jetson AGX Thor Developer Kit", python="/usr/bin/python3.10\nPython 3.10.12",
+        tensorrt_python="10.13.3.9", nvcc="/usr/local/cuda/bin/nvcc\nCuda compilation tools, release 13.0, V13.0.48",
+        meminfo=MEMINFO, nproc="14", tools=JETSON_TOOLS, trt_headers="/usr/include/aarch64-linux-gnu",
+        python_packages=PACKAGES_NO_CUDA, venv="ok")
+    f = preflight.parse_facts(thor_py310)
+    req = preflight.requirements(f, host="thor", uses_plugin=False, validating=True, timing=True)
+    assert req.errors and "cuda-bindings 13, the cuda13 extra) needs Python 3.11 or newer" in req.errors[0]
+    py312 = preflight.parse_facts(thor_py310.replace("Python 3.10.12", "Python 3.12.3"))
+    assert preflight.requirements(py312, host="thor", uses_plugin=False, validating=True,
+                                  timing=True).spec == "device,cuda13"
+    # this machine's kind of device: no GPU, so ONNX Runtime validates (and onnxruntime-extensions for plugins)
+    desktop = preflight.parse_facts(facts(uname="Linux 6.1.0 x86_64", python="/usr/bin/python3\nPython 3.11.2",
+                                          tensorrt_rtx_python="1.7.1.116", python_packages=PACKAGES_NO_CUDA))
+    req = preflight.requirements(desktop, host="pc", uses_plugin=True, validating=True, timing=True)
+    assert req.spec == "device,onnxruntime" and not req.errors
+    assert [n.package for n in req.needs][-3:] == ["onnx", "onnxruntime", "onnxruntime-extensions"]
+    # nothing to validate (no --reference), no GPU: only the device side
+    assert preflight.requirements(desktop, host="pc", uses_plugin=True, validating=False, timing=True).spec == "device"
+
+
+def test_a_wrong_remote_python_is_named_not_tensorrt() -> None:
+    """Issue 16.6: an --remote-python path with no interpreter behind it is reported as that, not as a missing
+    TensorRT (whose bindings cannot be looked for without an interpreter)."""
+    text = ORIN_NANO_JP62.replace("\n@@python\n/usr/bin/python3\nPython 3.10.12\n", "\n@@python\n\n").replace(
+        "\n@@tensorrt_python\n10.3.0\n", "\n@@tensorrt_python\n\n")
+    for kw in ({"remote_python_given": True}, {"remote_python": "/opt/nope/bin/python"}):
+        result = fit(text, **kw)
+        assert result.errors[0].startswith("nano has no interpreter at --remote-python"), result.errors
+        assert not any("TensorRT" in e for e in result.errors), result.errors
+    assert "--remote-python /opt/nope/bin/python: pass the path" in fit(text, remote_python="/opt/nope/bin/python").errors[0]
+
+
+def test_the_success_line_shows_the_remote_path_as_the_device_has_it() -> None:
+    from pipeline.deploy import _expand_home
+
+    assert _expand_home("$HOME/dvit-deploy", "/home/nvidia") == "/home/nvidia/dvit-deploy"
+    assert _expand_home("/data/dvit-deploy", "/home/nvidia") == "/data/dvit-deploy"
+    assert _expand_home("$HOME/dvit-deploy", None) == "$HOME/dvit-deploy"

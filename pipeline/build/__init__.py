@@ -163,7 +163,10 @@ def build_engines(
             compute_capabilities=ccs,
             build=builder.config_settings,
             build_settings=settings_json(settings),
-            plugin_library=lib.to_json() if lib is not None else None,
+            # relative to the engine set, so that it holds where the set is copied or hard-linked with the library
+            # beside it (a deploy's release: ../plugins/); `absolute` is where it was at build time
+            plugin_library=({**lib.to_json(), "path": os.path.relpath(lib.path, out.resolve()),
+                             "absolute": str(lib.path)} if lib is not None else None),
             cache={"dir": str(cache.root.resolve()) if cache else None, "built": builder.built,
                    "reused": builder.reused},
             build_seconds=round(time.perf_counter() - started, 3),

@@ -33,8 +33,10 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -49,7 +51,7 @@ from . import bundle as bundle_mod
 from . import preflight, remote, tegrastats
 from .options import DEFAULT_OUT, DEFAULT_REMOTE_DIR, DeployOptions
 from .render import HEADER_DIRS, Renderer, plugin_archs
-from .ssh import HOST_KEY_CHECKS, Remote, Ssh
+from .ssh import HOST_KEY_CHECKS, SSH_ERROR, Remote, Ssh, SshError, is_ssh_failure
 
 __all__ = ["DEFAULT_OUT", "DEFAULT_REMOTE_DIR", "HEADER_DIRS", "DeployError", "DeployOptions", "DeployResult",
            "StepRecord", "configure", "deploy", "main", "plugin_archs", "power_summary", "summary_markdown"]
@@ -155,12 +157,25 @@ def power_summary(out_dir: Path, interval_ms: int) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------- the API
+@dataclass
+class _Run:
+    """What one deploy has done on the device so far, for cleaning up after an interrupt."""
+
+    layout: remote.Layout
+    cmds: Renderer
+    release_made: bool = False
+    step: str | None = None  # the step (or phase: ship) running now
+
+
 def deploy(opts: DeployOptions, *, echo: Callable[[str], None] | None = None) -> DeployResult:
     """Deploy `opts.graphs` to `opts.host` for `opts.target`; see the module docstring. `echo` receives the progress
-    lines (default print). Raises DvitError (one line) for bad input or a device that does not fit, DeployError
-    when a step fails on the device (after bringing its logs back)."""
+    lines (default print) and, even without progress, the result line. Raises DvitError (one line) for bad input or
+    a device that does not fit, DeployError when a step fails on the device (after bringing its logs back) or the
+    connection is lost. An interrupt (KeyboardInterrupt) stops the remote step and removes the partial release
+    before it propagates; where that cannot be done, a DeployError says what was left."""
     t0 = time.monotonic()
-    say = (echo or print) if opts.progress else (lambda _s: None)
+    result_line = echo or print
+    say = result_line if opts.progress else (lambda _s: None)
     tgt = load_target(opts.target)
     opts.check()
     rem = opts.remote()
@@ -185,6 +200,7 @@ def deploy(opts: DeployOptions, *, echo: Callable[[str], None] | None = None) ->
     stage_dir = Path(tempfile.mkdtemp(prefix="dvit-bundle-"))
     failed: str | None = None
     facts = preflight.DeviceFacts()
+    run = _Run(layout, cmds)
     try:
         with Ssh(rem) as ssh:
             # ---- 1. preflight (reads only; a device that does not fit leaves no trace anywhere)
@@ -193,11 +209,13 @@ def deploy(opts: DeployOptions, *, echo: Callable[[str], None] | None = None) ->
             r = ssh.run(cmds.preflight(), timeout=120, what="preflight")
             facts_text = r.stdout
             facts = preflight.parse_facts(facts_text)
-            fit = preflight.check_fit(facts, tgt, host=rem.host, need_bytes=need_bytes, remote_dir=opts.remote_dir,
-                                      needs_plugin=b.uses_plugin, building=opts.building,
-                                      remote_python_given=opts.remote_python is not None)
+            fit = preflight.check_fit(facts, tgt, host=rem.host, need_bytes=need_bytes,
+                                      remote_dir=opts.remote_dir, needs_plugin=b.uses_plugin,
+                                      building=opts.building, remote_python=opts.remote_python,
+                                      validating=opts.reference is not None, timing=not opts.only_validate)
             result.facts, result.fit = facts.to_dict(), fit.to_dict()
-            result.steps.append(StepRecord("preflight", "ok" if fit.ok else "failed", seconds=time.monotonic() - t))
+            result.steps.append(StepRecord("preflight", "ok" if fit.ok else "failed",
+                                           seconds=time.monotonic() - t))
             if not fit.ok:
                 for problem in fit.errors[1:]:
                     print(f"dvit deploy: also: {problem}", file=sys.stderr)
@@ -209,22 +227,26 @@ def deploy(opts: DeployOptions, *, echo: Callable[[str], None] | None = None) ->
             for n in fit.notes:
                 say(f"  note: {n}")
             if not opts.building and facts.current_release is None:
-                raise DvitError(f"{opts.reuse_flag} reuses the engines of the current release, but {rem.host} has "
-                                f"none in {opts.remote_dir}: deploy once without it")
+                raise DvitError(f"{opts.reuse_flag} reuses the engines of the current release, but {rem.host} "
+                                f"has none in {opts.remote_dir}: deploy once without it")
+            if not opts.building and (refused := preflight.check_reuse(
+                    facts, {"sha256": b.graphs.sha256, "kind": b.graphs.kind, "precision": b.graphs.precision,
+                            "batch_sizes": b.graphs.batch_sizes}, host=rem.host, flag=opts.reuse_flag)):
+                raise DvitError(refused)
             conditions.current_has_engines = facts.current_has_engines
+            conditions.has_gpu = facts.has_gpu
             conditions.plugin_buildable = bool(facts.nvcc and facts.tools.get("cmake") and facts.trt_headers
                                                and any(f.dest.startswith("plugins/") for f in b.files))
             if not conditions.plugin_buildable:
                 missing = [n for n, v in (("nvcc", facts.nvcc), ("cmake", facts.tools.get("cmake")),
                                           ("TensorRT headers", facts.trt_headers)) if not v]
-                conditions.plugin_why_not = (f"the device has no {', '.join(missing) or 'plugin sources'}; the graphs "
-                                             "use no plugin")
+                conditions.plugin_why_not = (f"the device has no {', '.join(missing) or 'plugin sources'}; the "
+                                             "graphs use no plugin")
             # ---- 2. ship into a fresh release directory
             t = time.monotonic()
-            r = ssh.run(cmds.release_dir(), timeout=60, what="mkdir")
-            if not r.ok:
-                raise DvitError(f"cannot create {layout.rel} on {rem.host} ({_last_lines(r.stderr, 1)}): free the "
-                                "name or pass another --remote-dir")
+            run.step = "ship"
+            _fresh_release(ssh, run, facts, result, say)
+            layout, cmds = run.layout, run.cmds
             b.stage(stage_dir)
             os.chmod(stage_dir, 0o755)  # rsync -a gives the release directory the staging directory's mode
             link = facts.current_release is not None
@@ -232,11 +254,12 @@ def deploy(opts: DeployOptions, *, echo: Callable[[str], None] | None = None) ->
             r = ssh.rsync(list(ship.sources), ship.dest, *ship.options, timeout=3600, what="shipping the bundle")
             sent = [line[12:] for line in r.stdout.splitlines() if line.startswith("<f")]
             total = len(b.files) + 2
-            result.transfer = {"files": total, "sent": len(sent), "unchanged": total - len(sent), "sent_files": sent,
-                               "bytes": b.bytes, "link_dest": link, "seconds": round(time.monotonic() - t, 2)}
+            result.transfer = {"files": total, "sent": len(sent), "unchanged": total - len(sent),
+                               "sent_files": sent, "bytes": b.bytes, "link_dest": link,
+                               "seconds": round(time.monotonic() - t, 2)}
             if not r.ok:
-                result.steps.append(StepRecord("ship", "failed", returncode=r.returncode, seconds=time.monotonic() - t,
-                                               stderr_tail=_last_lines(r.stderr)))
+                result.steps.append(StepRecord("ship", "failed", returncode=r.returncode,
+                                               seconds=time.monotonic() - t, stderr_tail=_last_lines(r.stderr)))
                 raise DvitError(f"shipping the bundle to {rem.host} failed (rsync exit {r.returncode}: "
                                 f"{_last_lines(r.stderr, 1)}); current was not changed")
             result.steps.append(StepRecord("ship", "ok", seconds=time.monotonic() - t))
@@ -244,11 +267,17 @@ def deploy(opts: DeployOptions, *, echo: Callable[[str], None] | None = None) ->
                 f"({b.bytes / 2**20:.1f} MiB bundle{', hard links to current' if link else ''})")
 
             # ---- 3. the steps
-            failed = _run_steps(ssh, cmds, conditions, facts, result, say)
+            failed = _run_steps(ssh, run, conditions, facts, result, say)
+            run.step = "fetching the results"
             result.engines = _engines_record(result, facts)
 
             # ---- 4. bring the results back (also after a failure: the logs say why)
-            result.results_dir = _collect(ssh, cmds, rem, opts.out, result, facts_text=facts_text, failed=failed)
+            result.results_dir = _collect(ssh, cmds, rem, opts.out, result, facts_text=facts_text,
+                                          failed=failed)
+    except KeyboardInterrupt:
+        if run.release_made:
+            _abort(rem, run, facts)
+        raise
     finally:
         shutil.rmtree(stage_dir, ignore_errors=True)
     result.seconds = round(time.monotonic() - t0, 2)
@@ -260,29 +289,118 @@ def deploy(opts: DeployOptions, *, echo: Callable[[str], None] | None = None) ->
         if rec.stderr_tail:
             print(f"--- last lines of step '{failed}' stderr on {rem.host} ---\n{rec.stderr_tail}\n---",
                   file=sys.stderr)
-        prev = (f"releases/{facts.current_release.rsplit('/', 1)[-1]}" if facts.current_release
-                else "nothing (first deploy)")
         last = (rec.stderr_tail or "").strip().splitlines()[-1:] or ["no error output"]
-        raise DeployError(f"step '{failed}' failed on {rem.host} (exit {rec.returncode}): {last[0]}; current still "
-                          f"points at {prev}; logs in {result.results_dir}")
-    say(f"dvit deploy: ok in {result.seconds:.1f} s: {layout.root}/current -> releases/{release}; results in "
-        f"{result.results_dir}")
+        what = (f"step '{failed}' produced no numbers on {rem.host}" if rec.returncode == 0
+                else f"step '{failed}' failed on {rem.host} (exit {rec.returncode})")
+        raise DeployError(f"{what}: {last[0]}; current still points at {_previous(facts)}; logs in "
+                          f"{result.results_dir}")
+    root = _expand_home(layout.root, facts.home)
+    result_line(f"dvit deploy: ok in {result.seconds:.1f} s: {root}/current -> releases/{layout.release}; results "
+                f"in {result.results_dir}")
     return result
 
 
+def _previous(facts: preflight.DeviceFacts) -> str:
+    """What current pointed at before this deploy, for messages."""
+    return (f"releases/{facts.current_release.rsplit('/', 1)[-1]}" if facts.current_release
+            else "nothing (first deploy)")
+
+
+def _expand_home(path: str, home: str | None) -> str:
+    """A layout path ($HOME/...) as the device has it, for messages."""
+    return path.replace("$HOME", home.rstrip("/"), 1) if home and path.startswith("$HOME") else path
+
+
+def _fresh_release(ssh: Ssh, run: _Run, facts: preflight.DeviceFacts, result: DeployResult,
+                   say: Callable[[str], None]) -> None:
+    """Creates this deploy's release directory under a name no release has: another deploy in the same second
+    (here, from another machine, or listed by preflight) takes the name, this one takes NAME-2, NAME-3, ..."""
+    base, opts = run.layout.release, run.cmds.opts
+    taken = set(facts.releases)
+    for n in range(1, 51):
+        name = base if n == 1 else f"{base}-{n}"
+        if name in taken:
+            continue
+        layout = remote.Layout.make(opts.remote_dir, name)
+        cmds = dataclasses.replace(run.cmds, layout=layout)
+        r = ssh.run(cmds.release_dir(), timeout=60, what="mkdir")
+        if r.ok:
+            run.layout, run.cmds, run.release_made = layout, cmds, True
+            if name != base:
+                say(f"  release   {name} ({base} is taken on the device)")
+            result.release = name
+            return
+        if "exists" not in r.stderr:
+            raise DvitError(f"cannot create {layout.rel} on {ssh.remote.host} ({_last_lines(r.stderr, 1)}): check "
+                            "the permissions of --remote-dir or pass another one")
+        taken.add(name)
+    raise DvitError(f"cannot create a release directory on {ssh.remote.host}: {base} and 49 more names are taken "
+                    f"in {opts.remote_dir}/releases")
+
+
+def _abort(rem: Remote, run: _Run, facts: preflight.DeviceFacts) -> None:
+    """After an interrupt: stop the step running on the device (its process group) and remove the partial release,
+    over a connection of its own; says what was done. Returns when all went (the interrupt then propagates);
+    raises DeployError naming what was left otherwise. A second interrupt meanwhile is ignored (bounded: at most
+    about two minutes)."""
+    host, rel = rem.host, f"releases/{run.layout.release}"
+    where = f" during {'step ' + repr(run.step) if run.step not in (None, 'ship') else run.step or 'the deploy'}"
+    previous = signal.getsignal(signal.SIGINT) if _main_thread() else None
+    if previous is not None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with Ssh(rem) as ssh:
+            r = ssh.run(run.cmds.abort(), timeout=60, what="stopping the interrupted deploy")
+        out, err = r.stdout.split(), _last_lines(r.stderr, 1)
+    except SshError as e:
+        out, err = [], str(e)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+    stopped = [w for i, w in enumerate(out) if i and out[i - 1] == "stopped"]
+    did = f"stopped the remote work (process group {stopped[0]}) and " if stopped else ""
+    if "removed" in out:
+        print(f"dvit deploy: interrupted{where}: {did}removed the partial release {rel} on {host}; current still "
+              f"points at {_previous(facts)}", file=sys.stderr)
+        return
+    if "current" in out:
+        stop = f"stopped the remote work (process group {stopped[0]}); " if stopped else ""
+        print(f"dvit deploy: interrupted{where}: {stop}{rel} is already current on {host} and stays",
+              file=sys.stderr)
+        return
+    raise DeployError(f"interrupted{where}: {did}could not remove the partial release on {host} "
+                      f"({err or 'it is still there'}): remove {_expand_home(run.layout.rel, facts.home)} there by "
+                      f"hand; current still points at {_previous(facts)}")
+
+
+def _main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
 def _engines_record(result: DeployResult, facts: preflight.DeviceFacts) -> dict[str, Any]:
-    """What happened to the engines: built or reused, and whether they ran (validation) or why not."""
+    """What happened to the engines: built or reused, and whether they ran (validation) or why not; what was
+    validated only when validation succeeded."""
     built = getattr(result.step("build"), "status", None) == "ok"
     reused = getattr(result.step("reuse-engines"), "status", None) == "ok"
+    validate = result.step("validate")
     ran = (built or reused) and facts.has_gpu
+    if validate is not None and validate.status == "ok":
+        onnx = "the shipped ONNX graph set was validated with ONNX Runtime against the recorded reference"
+    elif validate is not None and validate.status == "failed":
+        onnx = "validating the shipped ONNX graph set with ONNX Runtime failed"
+    else:
+        why_not = validate.reason if validate is not None and validate.reason else "the deploy stopped before"
+        onnx = f"the shipped ONNX graph set was not validated ({why_not})"
     if ran:
         why = None
     elif not facts.has_gpu:
-        why = ("no GPU on the device: engines could not run; the shipped ONNX graph set was validated with ONNX "
-               "Runtime against the recorded reference")
+        why = f"no GPU on the device: engines could not run; {onnx}"
     else:
-        why = "no engines in this release (build skipped): the shipped ONNX graph set was validated"
-    return {"built": built, "reused": reused, "ran": ran, "validated": "engines" if ran else "onnx graphs", "why": why}
+        why = f"no engines in this release (build skipped): {onnx}"
+    validated = None
+    if validate is not None and validate.status == "ok":
+        validated = "engines" if ran else "onnx graphs"
+    return {"built": built, "reused": reused, "ran": ran, "validated": validated, "why": why}
 
 
 def _describe_device(say: Callable[[str], None], f: preflight.DeviceFacts, tgt: Target) -> None:
@@ -309,9 +427,11 @@ def _describe_device(say: Callable[[str], None], f: preflight.DeviceFacts, tgt: 
     say(f"  preflight {'; '.join(parts)}")
 
 
-def _run_steps(ssh: Ssh, cmds: Renderer, c: remote.Conditions, facts: preflight.DeviceFacts, result: DeployResult,
+def _run_steps(ssh: Ssh, run: _Run, c: remote.Conditions, facts: preflight.DeviceFacts, result: DeployResult,
                say: Callable[[str], None]) -> str | None:
-    """Runs the step table in order; returns the name of the failed step, or None."""
+    """Runs the step table in order; returns the name of the failed step, or None. A step that exits 0 without
+    producing what it exists for (latency without timings) counts as failed; a lost connection raises DeployError."""
+    cmds = run.cmds
     ran: dict[str, str] = {}
     for i, step in enumerate(remote.STEPS, start=1):
         reason = remote.skip_reason(step, c, ran)
@@ -323,19 +443,66 @@ def _run_steps(ssh: Ssh, cmds: Renderer, c: remote.Conditions, facts: preflight.
             continue
         command = cmds.step(step, facts, ran)
         t = time.monotonic()
-        r = ssh.run(cmds.wrapped(step, i, command), timeout=step.timeout, what=f"step {step.name}")
+        run.step = step.name
+        r = ssh.run(cmds.wrapped(step, i, command), timeout=step.timeout, what=f"step {step.name}",
+                    check_connection=False)
+        if (r.returncode == SSH_ERROR and (not r.stderr.strip() or is_ssh_failure(r.stderr))
+                and (lost := _connection_lost(ssh, run, step, r.stderr, facts)) is not None):
+            raise lost
         rec = StepRecord(step.name, "ok" if r.ok else "failed", returncode=r.returncode,
                          seconds=round(time.monotonic() - t, 2), command=command,
                          stderr_tail=_last_lines(r.stderr) if not r.ok else None)
+        if r.ok and (empty := _no_numbers(step.name, r.stdout)) is not None:
+            rec.status, rec.reason, rec.stderr_tail = "failed", "no numbers", empty
         result.steps.append(rec)
         ran[step.name] = rec.status
         if step.name == "commands" and r.ok:
             c.commands = remote.parse_commands(r.stdout)
-        detail = _step_detail(step.name, r.stdout) if r.ok else f"FAILED (exit {r.returncode})"
+        detail = _step_detail(step.name, r.stdout) if rec.status == "ok" else (
+            f"FAILED (exit {r.returncode})" if not r.ok else "FAILED (no numbers)")
         say(f"  {step.name:<9} {detail} ({rec.seconds:.1f} s)")
-        if not r.ok:
+        if rec.status != "ok":
             return step.name
     return None
+
+
+def _no_numbers(name: str, stdout: str) -> str | None:
+    """Why a step that exited 0 produced none of its numbers (its own lines saying so), or None."""
+    if name != "latency":
+        return None
+    unavailable = [line for line in stdout.splitlines() if " unavailable: " in line]
+    timed = [line for line in stdout.splitlines() if " p50 " in line]
+    return "\n".join(unavailable) if unavailable and not timed else None
+
+
+def _connection_lost(ssh: Ssh, run: _Run, step: remote.Step, stderr: str,
+                     facts: preflight.DeviceFacts) -> DeployError | None:
+    """The ssh client of a step exited 255 as ssh does when the connection dies: the error to raise, with what the
+    device says of the step (read over a new connection; a step still running is stopped and its release removed),
+    or None when the device logged the step as failed with that status itself (an ordinary failure)."""
+    host = ssh.remote.host
+    lost = (f"lost the connection to {host} during step '{step.name}' (ssh exited 255"
+            + (f": {_last_lines(stderr, 1)})" if stderr.strip() else " without an error message)"))
+    try:
+        with Ssh(ssh.remote) as again:  # a connection of its own: the old one is gone
+            lines = again.run(run.cmds.step_state(step), timeout=60, what="reading the step's state").stdout
+            running = [x.split("=", 1)[1] for x in lines.split() if x.startswith("running=")]
+            stopped = again.run(run.cmds.abort(), timeout=60, what="stopping the step").stdout if running else ""
+    except SshError as e:
+        return DeployError(f"{lost}; reconnecting to check the step failed ({e}); current still points at "
+                           f"{_previous(facts)}")
+    last = next((x for x in reversed(lines.strip().splitlines()) if not x.startswith("running=")), "")
+    state = last.split(None, 2)[2] if len(last.split(None, 2)) == 3 else ""
+    if running:
+        done = ("was still running there: stopped it and removed the release" if "removed" in stopped.split()
+                else "was still running there: stopped it; the release stays")
+    elif state == "ok":
+        done = "finished ok on the device, but the deploy cannot go on without the connection: deploy again"
+    elif state.startswith("failed"):
+        return None
+    else:
+        done = "had not recorded an end on the device"
+    return DeployError(f"{lost}; the step {done}; current still points at {_previous(facts)}")
 
 
 def _step_detail(name: str, stdout: str) -> str:
@@ -344,7 +511,18 @@ def _step_detail(name: str, stdout: str) -> str:
     if name == "plugin":
         return "cached" if "cached, not rebuilt" in stdout else "built"
     if name == "prune":
-        return f"{len([x for x in stdout.split() if x])} release(s) kept"
+        words = [line.split()[0] for line in stdout.splitlines() if line.strip()]
+        detail = f"{words.count('kept')} release(s) kept"
+        if words.count("removed"):
+            detail += f"; removed {words.count('removed')} older"
+        if words.count("removed-incomplete"):
+            detail += f"; removed {words.count('removed-incomplete')} failed or aborted"
+        if words.count("in-progress"):
+            detail += f"; left {words.count('in-progress')} newer incomplete (a deploy in progress?)"
+        return detail
+    if name == "build":
+        linked = next((line for line in stdout.splitlines() if "hard links into the engine cache" in line), None)
+        return f"ok; {linked.split(' (')[0]}" if linked else "ok"
     return "ok"
 
 
@@ -472,8 +650,9 @@ def _dry_run(result: DeployResult, rem: Remote, cmds: Renderer, c: remote.Condit
 def configure(p: argparse.ArgumentParser) -> None:
     """The options of `dvit deploy`; `DeployOptions.from_args` reads them back."""
     cli_args.add_graphs(p, help="the graph set to deploy (export, precision or plugin-pass output)")
-    cli_args.add_target(p, help="device profile in targets/ (dvit targets)")
-    p.add_argument("--host", required=True, metavar="USER@HOST", help="the device, as ssh takes it (user@host[:port])")
+    from . import fleet  # here: fleet imports this package
+
+    fleet.add_arguments(p)  # --host (repeatable), --target, --hosts FILE, --parallel, --no-share-engines
     p.add_argument("--port", type=int, default=None, help="ssh port (default: 22 or your ssh config)")
     p.add_argument("--identity", default=None, metavar="KEY", help="ssh private key (default: your agent and ~/.ssh)")
     p.add_argument("--reference", default=None, metavar="REF.npz",
@@ -481,8 +660,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--remote-dir", default=DEFAULT_REMOTE_DIR, metavar="DIR",
                    help=f"deploy root on the device: releases/, current, cache/ (default {DEFAULT_REMOTE_DIR})")
     p.add_argument("--remote-python", default=None, metavar="PATH",
-                   help="an interpreter on the device that has what dvit needs (default: a venv in the deploy root, "
-                   "made with --system-site-packages and `pip install .[device]`)")
+                   help="an interpreter on the device that has what dvit needs, checked by preflight (default: a venv "
+                   "in the deploy root, made with --system-site-packages and `pip install .[device,...]` with what "
+                   "the device needs: cuda12/cuda13 where engines run, onnxruntime where they cannot)")
     p.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
                    help=f"local folder for the results, one subfolder per deploy (default {DEFAULT_OUT})")
     p.add_argument("--dry-run", action="store_true", help="print every remote command; run none")
@@ -504,7 +684,9 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="CUDA architectures for the plugin, e.g. 87 or '80;86' (default: the device's own SM)")
     p.add_argument("--need-disk-mb", type=float, default=None, metavar="MB",
                    help="space the deploy needs on the device (default: bundle + graphs + 64 MB)")
-    p.add_argument("--keep-releases", type=int, default=3, metavar="N", help="releases kept on the device (default 3)")
+    p.add_argument("--keep-releases", type=int, default=3, metavar="N",
+                   help="complete releases kept on the device, current among them (default 3); failed and aborted "
+                   "ones are removed")
     p.add_argument("--tegrastats-interval", type=int, default=200, metavar="MS",
                    help="tegrastats sampling interval during the latency runs (default 200)")
     p.add_argument("--jobs", type=int, default=None, help="parallel jobs for the plugin build (default: device cpus)")
@@ -513,5 +695,14 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    hosts = args.host or []
+    if args.hosts or len(hosts) > 1:
+        from . import fleet  # here, not at the top: fleet imports this package
+
+        return fleet.main(args)
+    if not hosts:
+        raise ConfigError("no device: pass --host USER@HOST (repeat it for several) or --hosts FILE")
+    if not args.target:
+        raise ConfigError("--target NAME is required: the device profile in targets/ (dvit targets)")
     deploy(DeployOptions.from_args(args))
     return 0

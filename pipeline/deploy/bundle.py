@@ -7,7 +7,8 @@ A bundle is laid out as the device sees it (one release directory):
     plugins/           the plugin sources and CMake files (built on the device with its own CUDA)
     targets/NAME.toml  the target profile
     pipeline/          the project's Python package (the device-side code runs from here)
-    pyproject.toml     its dependencies (`pip install .[device]` on the device)
+    pyproject.toml     its dependencies (`pip install .[device,...]` on the device)
+    README.md          the package's readme, which pyproject.toml names (pip warns when it is missing)
     bundle.json        this manifest: every file above with sha256 and size (deterministic: no timestamps, so an
                        unchanged bundle ships nothing)
     SHA256SUMS         the same hashes for `sha256sum -c` on the device
@@ -155,6 +156,8 @@ def plan(graphs: str | os.PathLike[str], target: Target, reference: str | os.Pat
     if not (repo / "pyproject.toml").is_file():
         raise ConfigError(f"no pyproject.toml in {repo}: run dvit deploy from a dvit-edge checkout")
     files.append(_entry("pyproject.toml", repo / "pyproject.toml"))
+    if (repo / "README.md").is_file():
+        files.append(_entry("README.md", repo / "README.md"))
     dests = [f.dest for f in files]
     if len(set(dests)) != len(dests):
         raise DvitError(f"internal: bundle paths collide: {sorted(d for d in dests if dests.count(d) > 1)}")

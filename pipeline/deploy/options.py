@@ -78,7 +78,7 @@ class DeployOptions:
     def from_args(cls, args: argparse.Namespace) -> DeployOptions:
         """The options of a parsed `dvit deploy` command line (see `configure`)."""
         return cls(
-            graphs=Path(args.graphs), target=args.target, host=args.host, port=args.port, identity=args.identity,
+            graphs=Path(args.graphs), target=args.target, host=args.host[0] if isinstance(args.host, list) else args.host, port=args.port, identity=args.identity,
             reference=Path(args.reference) if args.reference is not None else None, remote_dir=args.remote_dir,
             remote_python=args.remote_python, out=Path(args.out), dry_run=args.dry_run, build=not args.no_build,
             only_validate=args.only_validate, progress=not args.no_progress, host_key_check=args.host_key_check,

@@ -7,6 +7,13 @@ raw text of the tools (nv_tegra_release, dpkg-query, nvcc --version, nvidia-smi,
 nvpmodel -q, jetson_clocks --show), so they are tested on captured output without a device.
 
 Jetson-only tools (nvpmodel, jetson_clocks, tegrastats) are looked up; their absence is reported, never faked.
+
+What the device's Python needs depends on what the deploy will run there (`requirements`): the device side
+(`.[device]`) always; where engines run (a GPU), the cuda-python of the device's CUDA major (`cuda12`: JetPack 6,
+`cuda13`: JetPack 7, Thor; cuda-bindings 13 needs Python 3.11+); where they cannot (no GPU), ONNX Runtime
+validates the shipped ONNX graphs (`onnxruntime`: onnx, onnxruntime, and onnxruntime-extensions for plugin graphs).
+With --remote-python, preflight checks that interpreter for each package and names what is missing; the deploy's
+own venv installs exactly those extras (its `env` step).
 """
 from __future__ import annotations
 
@@ -27,6 +34,47 @@ L4T_JETPACK = (
 # Jetson modules by the device-tree model string -> (board family, compute capability).
 JETSON_BOARDS = (("Thor", 110), ("Orin", 87), ("Xavier", 72), ("TX2", 62), ("Nano", 53), ("TX1", 53))
 SECTION = re.compile(r"^@@([a-z0-9_]+)$", re.MULTILINE)
+# The Python packages preflight looks for: (name, import names (any), distributions (the first found gives the
+# version)). Looked up with importlib.util.find_spec, not imported.
+PACKAGES: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
+    ("numpy", ("numpy",), ("numpy",)),
+    ("tqdm", ("tqdm",), ("tqdm",)),
+    ("rich", ("rich",), ("rich",)),
+    ("tomli", ("tomli",), ("tomli",)),
+    ("onnx", ("onnx",), ("onnx",)),
+    ("onnxruntime", ("onnxruntime",), ("onnxruntime", "onnxruntime-gpu")),
+    ("onnxruntime-extensions", ("onnxruntime_extensions",), ("onnxruntime-extensions",)),
+    ("cuda-python", ("cuda.bindings.runtime", "cuda.cudart"), ("cuda-bindings", "cuda-python")),
+)
+# One `name=version` line per package (`name=` when absent); the script is single-quoted in sh: no ' inside.
+_PACKAGE_PROBE = """import importlib.util as u, importlib.metadata as m
+def found(names):
+    for n in names:
+        try:
+            if u.find_spec(n) is not None:
+                return True
+        except Exception:
+            pass
+    return False
+def version(dists):
+    for d in dists:
+        try:
+            return m.version(d)
+        except Exception:
+            pass
+    return "?"
+for name, mods, dists in PACKAGE_LIST:
+    print(name + "=" + (version(dists) if found(mods) else ""))
+""".replace("PACKAGE_LIST", json.dumps([[n, list(mods), list(dists)] for n, mods, dists in PACKAGES]))
+# What the current release's engines were built from (one JSON line), read from its engine manifest (an export
+# set's has no precision: FP32 in every stage, as graphset.GraphSet.precision reads it).
+_ENGINES_PROBE = """import json, sys
+m = json.load(open(sys.argv[1]))
+s = m.get("source_graphs") or dict()
+stages = len((m.get("model_config") or dict()).get("pruning_loc") or []) + 1
+print(json.dumps(dict(source_sha256=s.get("manifest_sha256"), source_kind=s.get("kind"),
+                      precision=m.get("precision") or ["fp32"] * stages, batch_sizes=m.get("batch_sizes"))))
+"""
 
 
 def facts_script(root: str, python: str, header_dirs: list[str]) -> str:
@@ -45,6 +93,8 @@ s jetpack; dpkg-query -W -f='${{Version}}\\n' nvidia-jetpack 2>/dev/null
 s python; command -v "$PY" && "$PY" --version 2>&1
 s tensorrt_python; "$PY" -c 'import tensorrt as t; print(t.__version__)' 2>/dev/null
 s tensorrt_rtx_python; "$PY" -c 'import tensorrt_rtx as t; print(t.__version__)' 2>/dev/null
+s python_packages; "$PY" -c '{_PACKAGE_PROBE}' 2>/dev/null
+s venv; "$PY" -c 'import venv, ensurepip' >/dev/null 2>&1 && echo ok
 s libnvinfer; dpkg-query -W -f='${{db:Status-Abbrev}} ${{Package}} ${{Version}}\\n' 'libnvinfer*' 'tensorrt' 2>/dev/null | grep '^ii'
 s nvcc; n=$(command -v nvcc); if [ -n "$n" ]; then echo "$n"; "$n" --version; fi
 s cuda_version_json; cat /usr/local/cuda/version.json 2>/dev/null
@@ -52,13 +102,15 @@ s nvidia_smi; if command -v nvidia-smi >/dev/null 2>&1; then nvidia-smi --query-
 s meminfo; cat /proc/meminfo
 s nproc; nproc 2>/dev/null
 s df; d="$ROOT"; while [ ! -e "$d" ]; do d=$(dirname "$d"); done; echo "$d"; df -Pk "$d"
-s tools; for t in cmake rsync sha256sum python3 nvcc nvpmodel jetson_clocks tegrastats nvidia-smi; do printf '%s=%s\\n' "$t" "$(command -v $t)"; done
+s tools; for t in cmake rsync sha256sum setsid python3 nvcc nvpmodel jetson_clocks tegrastats nvidia-smi; do printf '%s=%s\\n' "$t" "$(command -v $t)"; done
 s cmake; cmake --version 2>/dev/null | head -n 1
 s nvpmodel; if command -v nvpmodel >/dev/null 2>&1; then nvpmodel -q 2>&1; fi
 s jetson_clocks; if command -v jetson_clocks >/dev/null 2>&1; then jetson_clocks --show 2>&1 || sudo -n jetson_clocks --show 2>&1; fi
 s devfreq; for d in /sys/class/devfreq/*; do [ -r "$d/max_freq" ] && echo "${{d##*/}} $(cat $d/min_freq 2>/dev/null) $(cat $d/max_freq 2>/dev/null) $(cat $d/cur_freq 2>/dev/null)"; done 2>/dev/null
 s trt_headers; for d in {dirs}; do [ -f "$d/NvInferRuntime.h" ] && echo "$d"; done
 s deploy_state; readlink "$ROOT/current" 2>/dev/null; [ -f "$ROOT/current/out/engines/manifest.json" ] && echo engines=yes; [ -d "$ROOT/current/out/engines" ] && echo engines_dir=yes
+s current_engines; for p in "$PY" python3; do "$p" -c '{_ENGINES_PROBE}' "$ROOT/current/out/engines/manifest.json" 2>/dev/null && break; done
+s releases; ls -1 "$ROOT/releases" 2>/dev/null
 true
 """
 
@@ -119,10 +171,25 @@ class DeviceFacts:
     trt_headers: str | None = None
     current_release: str | None = None
     current_has_engines: bool = False
+    # package name (PACKAGES) -> version, None when absent; None when preflight did not look (older captures)
+    packages: dict[str, str | None] | None = None
+    venv_ok: bool | None = None  # whether the interpreter can make a venv (venv + ensurepip); None: not looked
+    current_engines: dict[str, Any] | None = None  # what the current release's engines were built from
+    releases: list[str] = field(default_factory=list)  # names in ROOT/releases
 
     @property
     def has_gpu(self) -> bool:
         return self.jetson or bool(self.gpus)
+
+    @property
+    def arch(self) -> str | None:
+        """The machine (`uname -m`): aarch64, x86_64, ..."""
+        return self.uname.split()[-1] if self.uname else None
+
+    @property
+    def cuda_major(self) -> int | None:
+        m = re.match(r"(\d+)\.", self.cuda or "")
+        return int(m.group(1)) if m else None
 
     def backend_version(self, backend: str) -> str | None:
         if backend == "tensorrt-rtx":
@@ -299,6 +366,22 @@ def parse_facts(text: str) -> DeviceFacts:
     state = (s.get("deploy_state") or "").splitlines()
     f.current_release = next((x.strip() for x in state if x.strip() and "=" not in x), None)
     f.current_has_engines = "engines_dir=yes" in state
+    if "python_packages" in s:
+        f.packages = {}
+        for line in s["python_packages"].splitlines():
+            k, eq, v = line.partition("=")
+            if eq and k.strip():
+                f.packages[k.strip()] = v.strip() or None
+        if not f.packages and f.python:  # the probe printed nothing: the interpreter could not run it
+            f.packages = {name: None for name, _, _ in PACKAGES}
+    if "venv" in s:
+        f.venv_ok = s["venv"].strip() == "ok"
+    try:
+        engines = json.loads(s.get("current_engines") or "null")
+    except ValueError:
+        engines = None
+    f.current_engines = engines if isinstance(engines, dict) else None
+    f.releases = sorted(x.strip() for x in (s.get("releases") or "").splitlines() if x.strip())
     return f
 
 
@@ -315,6 +398,113 @@ class Fit:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class Need:
+    """One package the device's Python needs for this deploy, the pyproject extra that installs it, and why."""
+
+    package: str  # a name of PACKAGES
+    extra: str
+    why: str
+
+
+@dataclass
+class Requirements:
+    """What the device's Python needs for one deploy: `extras` (what the managed venv installs, `device` first),
+    `needs` (each package, for checking an interpreter given with --remote-python), `errors` (what no extra can
+    give this device, each naming the fix)."""
+
+    extras: list[str] = field(default_factory=lambda: ["device"])
+    needs: list[Need] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    cuda_extra: str | None = None  # cuda12 or cuda13 where engines run
+
+    @property
+    def spec(self) -> str:
+        """The extras as pip takes them: `device,onnxruntime`."""
+        return ",".join(self.extras)
+
+
+CUDA_EXTRAS = {12: "cuda12", 13: "cuda13"}
+CUDA13_MIN_PYTHON = (3, 11)  # cuda-bindings 13 has no wheels for Python 3.10 (JetPack 6's)
+
+
+def requirements(f: DeviceFacts, *, host: str, uses_plugin: bool, validating: bool, timing: bool) -> Requirements:
+    """What the device's Python needs to run this deploy's steps there (see the module docstring)."""
+    req = Requirements()
+    for pkg in ("numpy", "tqdm", "rich"):
+        req.needs.append(Need(pkg, "device", "the device side of dvit-edge"))
+    if f.python_version and version_tuple(f.python_version) < (3, 11):
+        req.needs.append(Need("tomli", "device", "target profiles on Python 3.10"))
+    if f.has_gpu and (validating or timing):
+        major = f.cuda_major
+        extra = CUDA_EXTRAS.get(major) if major is not None else None
+        if major is None:
+            req.errors.append(f"cannot tell {host}'s CUDA version (no nvcc on PATH or in /usr/local/cuda/bin, no "
+                              "/usr/local/cuda/version.json), so not which cuda-python runs the engines: install the "
+                              "CUDA toolkit (JetPack: `sudo apt-get install nvidia-jetpack`)")
+        elif extra is None:
+            req.errors.append(f"{host} runs CUDA {f.cuda}: the engine runner needs cuda-python for CUDA 12 or 13 "
+                              "(JetPack 6, JetPack 7, Thor): update the device's CUDA")
+        elif extra == "cuda13" and f.python_version and version_tuple(f.python_version) < CUDA13_MIN_PYTHON:
+            req.errors.append(f"{host} runs CUDA {f.cuda}, whose cuda-python (cuda-bindings 13, the cuda13 extra) "
+                              f"needs Python 3.11 or newer; {f.python or 'python3'} is {f.python_version}: pass "
+                              "--remote-python with a Python 3.11+ interpreter that has `pip install "
+                              "\".[device,cuda13]\"`")
+        else:
+            req.cuda_extra = extra
+            req.extras.append(extra)
+            req.needs.append(Need("cuda-python", extra, f"engines run with cuda-python for CUDA {major}"))
+    if validating and not f.has_gpu:
+        req.extras.append("onnxruntime")
+        why = "no GPU: the shipped ONNX graphs are validated with ONNX Runtime"
+        req.needs += [Need("onnx", "onnxruntime", why), Need("onnxruntime", "onnxruntime", why)]
+        if uses_plugin:
+            req.needs.append(Need("onnxruntime-extensions", "onnxruntime",
+                                  "the plugin graphs' DvitTopKGather runs in ONNX Runtime through it"))
+    return req
+
+
+def check_python_packages(f: DeviceFacts, req: Requirements, *, host: str, remote_python: str | None) -> list[str]:
+    """Errors for an interpreter given with --remote-python that lacks what `req` needs (one line each)."""
+    if f.packages is None or not f.python:
+        return []
+    py = remote_python or f.python
+    missing = [n for n in req.needs if not f.packages.get(n.package)]
+    errors = []
+    if missing:
+        whys = "; ".join(dict.fromkeys(f"{n.package}: {n.why}" for n in missing))
+        extras = ",".join(dict.fromkeys(["device", *(n.extra for n in missing)]))
+        errors.append(f"{py} on {host} lacks {', '.join(n.package for n in missing)} ({whys}): install them there "
+                      f"(`{py} -m pip install \".[{extras}]\"` from a dvit-edge checkout), or leave out "
+                      "--remote-python (the deploy's own venv installs them)")
+    have = f.packages.get("cuda-python")
+    if req.cuda_extra and have and have != "?" and not have.startswith(f"{f.cuda_major}."):
+        errors.append(f"{py} on {host} has cuda-python {have}, the device runs CUDA {f.cuda}: `{py} -m pip "
+                      f"install \".[{req.cuda_extra}]\"` (cuda-python's major must be the device's CUDA major)")
+    return errors
+
+
+def check_reuse(f: DeviceFacts, shipped: dict[str, Any], *, host: str, flag: str) -> str | None:
+    """None when the current release's engines were built from the graph set being shipped (`shipped`: sha256,
+    kind, precision, batch_sizes), else the one-line error; None too where preflight could not read them (the
+    device checks again when it reuses them)."""
+    e = f.current_engines
+    if not f.current_has_engines or e is None or e.get("source_sha256") == shipped["sha256"]:
+        return None
+
+    def described(kind: Any, precision: Any, batches: Any, sha: Any) -> str:
+        prec = ",".join(map(str, precision)) if isinstance(precision, list) else str(precision or "?")
+        sizes = ", ".join(map(str, batches)) if isinstance(batches, list) else "?"
+        return f"{kind or '?'} graphs, {prec}, batch sizes {sizes}, manifest sha256 {str(sha)[:12]}"
+
+    cur = (f.current_release or "current").rsplit("/", 1)[-1]
+    return (f"{flag} reuses the engines of {host}'s current release ({cur}), which were built from another graph set "
+            f"({described(e.get('source_kind'), e.get('precision'), e.get('batch_sizes'), e.get('source_sha256'))}) "
+            f"than --graphs ({described(shipped['kind'], shipped['precision'], shipped['batch_sizes'], shipped['sha256'])}): "
+            f"deploy without {flag} to build engines for these graphs, or pass the graph set those engines were "
+            "built from")
 
 
 def _mb(kb: int) -> str:
@@ -338,9 +528,13 @@ def check_disk(free_kb: int | None, need_bytes: int, where: str) -> str | None:
 
 
 def check_fit(f: DeviceFacts, target: Target, *, host: str, need_bytes: int, remote_dir: str,
-              needs_plugin: bool, building: bool = True, remote_python_given: bool = False) -> Fit:
-    """Compare the device with the target profile. Errors: the deploy cannot work; warnings: it can, with caveats."""
+              needs_plugin: bool, building: bool = True, remote_python_given: bool = False,
+              remote_python: str | None = None, validating: bool = False, timing: bool = False) -> Fit:
+    """Compare the device with the target profile. Errors: the deploy cannot work; warnings: it can, with caveats.
+    `validating`/`timing`: whether the deploy validates (--reference) and times (not --only-validate) on the
+    device, which decides the Python packages it needs there (`requirements`)."""
     fit = Fit()
+    remote_python_given = remote_python_given or remote_python is not None
     label = backend_label(target.backend)
     # ---- platform
     if target.jetson and not f.jetson:
@@ -355,9 +549,16 @@ def check_fit(f: DeviceFacts, target: Target, *, host: str, need_bytes: int, rem
                           "(orin-nano, orin-nx, agx-orin, thor)")
         return fit
     board = f"this {f.board or 'Jetson'}" if f.jetson else host
+    # ---- the interpreter first: a missing --remote-python is not a missing TensorRT
+    if remote_python_given and not f.python:
+        fit.errors.append(f"{host} has no interpreter at --remote-python {remote_python or ''}".rstrip()
+                          + ": pass the path of a Python 3.10+ on the device that has dvit-edge's device side, or "
+                          "leave --remote-python out (the deploy makes its own venv)")
     # ---- backend version
     version = f.backend_version(target.backend)
-    if version is None:
+    if remote_python_given and not f.python:
+        pass  # nothing can be said about TensorRT in an interpreter that is not there
+    elif version is None:
         if target.backend == "tensorrt-rtx":
             fit.errors.append(f"{host} has no TensorRT for RTX for {f.python or 'python3'} (import tensorrt_rtx "
                               "failed): "
@@ -402,8 +603,8 @@ def check_fit(f: DeviceFacts, target: Target, *, host: str, need_bytes: int, rem
                              "run; the shipped ONNX graphs are validated with ONNX Runtime instead")
     # ---- tools
     if not f.python:
-        fit.errors.append(f"{host} has no {'--remote-python interpreter' if remote_python_given else 'python3'}: "
-                          "install python3 (>= 3.10) or pass --remote-python PATH")
+        if not remote_python_given:
+            fit.errors.append(f"{host} has no python3: install python3 (>= 3.10) or pass --remote-python PATH")
     elif f.python_version and version_tuple(f.python_version) < (3, 10):
         fit.errors.append(f"{host}'s {f.python} is Python {f.python_version}; dvit-edge needs 3.10 or newer: pass "
                           "--remote-python PATH")
@@ -412,6 +613,22 @@ def check_fit(f: DeviceFacts, target: Target, *, host: str, need_bytes: int, rem
                           "device")
     if not f.tools.get("sha256sum"):
         fit.errors.append(f"{host} has no sha256sum: install coreutils on the device")
+    if f.tools and "setsid" in f.tools and not f.tools.get("setsid"):
+        fit.errors.append(f"{host} has no setsid (each remote step runs in a process group of its own, so that an "
+                          "interrupted deploy can stop it): `sudo apt-get install util-linux` on the device")
+    # ---- the device's Python packages, for what this deploy runs there
+    if f.python and (not f.python_version or version_tuple(f.python_version) >= (3, 10)):
+        req = requirements(f, host=host, uses_plugin=needs_plugin, validating=validating, timing=timing)
+        fit.errors += req.errors
+        if remote_python_given:
+            fit.errors += check_python_packages(f, req, host=host, remote_python=remote_python)
+        else:
+            if f.venv_ok is False:
+                fit.errors.append(f"{f.python} on {host} cannot make a venv (no venv/ensurepip module): `sudo apt-get "
+                                  f"install python3-venv` (JetPack 6: python3.10-venv), or pass --remote-python")
+            fit.notes.append(f"the deploy's venv on {host} gets `pip install .[{req.spec}]`"
+                             + (" (no GPU: ONNX Runtime validates the ONNX graphs)" if "onnxruntime" in req.extras
+                                else ""))
     plugin_tools = {"nvcc (CUDA toolkit)": f.nvcc, "cmake": f.tools.get("cmake"), "TensorRT headers": f.trt_headers}
     missing = [k for k, v in plugin_tools.items() if not v]
     if missing and building:

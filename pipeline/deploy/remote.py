@@ -11,6 +11,11 @@ Layout on the device (ROOT is --remote-dir, default ~/dvit-deploy):
     ROOT/cache/plugins/<key>/           plugin libraries by (sources, CUDA archs, nvcc, headers): built once
     ROOT/venv                           the device-side venv (--system-site-packages), unless --remote-python
 
+A release is complete once its `switch` step succeeded (its out/steps.log says `switch ok`); pruning keeps the
+newest --keep-releases complete ones (current among them) and removes every incomplete release older than current
+(a failed or aborted deploy). Each step runs in a process group of its own (setsid), whose id is in
+out/.step-pgid while it runs, so that an interrupted deploy can stop the remote work (`abort_script`).
+
 STEPS is the table of what runs there, in order: each entry is a POSIX-sh template whose {placeholders} come
 from `context()`, filled by render.Renderer (the one place a deploy's commands are rendered, for the run and for
 --dry-run alike). `needs` names a `dvit` subcommand: a step whose command the device's dvit does not list
@@ -32,12 +37,17 @@ PREFIX = 'export PATH="$PATH:/usr/local/cuda/bin:/usr/sbin:/sbin"; cd {rel} || e
 # The device runs the shipped sources (PYTHONPATH), whatever an interpreter has installed.
 DVIT = "DVIT_TARGETS_DIR={rel}/targets PYTHONPATH={rel} {py} -m pipeline.cli"
 
+# `{extras}`: what this deploy runs on this device (render.Renderer.decided, from preflight.requirements): the
+# device side, the cuda-python of the device's CUDA major where engines run, ONNX Runtime where they cannot.
 ENV = (
     "if [ ! -x {venv}/bin/python ]; then python3 -m venv --system-site-packages {venv} || exit 1; fi; "
-    "want=$(sha256sum pyproject.toml | cut -d' ' -f1); "
-    'if [ "$(cat {venv}/.dvit-device-deps 2>/dev/null)" = "$want" ]; then echo "device dependencies up to date"; '
-    'else {venv}/bin/python -m pip install --quiet "{rel}[device]" && echo "$want" > {venv}/.dvit-device-deps; fi'
+    "want=\"$(sha256sum pyproject.toml | cut -d' ' -f1) {extras}\"; "
+    'if [ "$(cat {venv}/.dvit-device-deps 2>/dev/null)" = "$want" ]; then echo "device dependencies up to date: '
+    '.[{extras}]"; '
+    'else {venv}/bin/python -m pip install --quiet "{rel}[{extras}]" && echo "$want" > {venv}/.dvit-device-deps; fi'
 )
+# Device-side helpers of the deploy itself (ondevice.py): shipped with the bundle, run by the device's interpreter.
+ONDEVICE = "PYTHONPATH={rel} {py} -m pipeline.deploy.ondevice"
 PLUGIN = (
     'lib={cache}/plugins/{plugin_key}; '
     'if [ -f "$lib/libdvit_trt_plugins.so" ]; then echo "plugin {plugin_key}: cached, not rebuilt"; '
@@ -48,7 +58,7 @@ PLUGIN = (
     '&& mkdir -p {cache}/plugins && rm -rf "$lib.tmp" && mkdir "$lib.tmp" '
     '&& cp {rel}/build/plugins/libdvit_trt_plugins.so {rel}/build/plugins/libdvit_topk_gather_kernel.so "$lib.tmp"/ '
     '&& mv "$lib.tmp" "$lib" || exit 1; fi; '
-    'mkdir -p {out}/plugins && cp "$lib"/*.so {out}/plugins/'
+    'mkdir -p {out}/plugins && {{ ln -f "$lib"/*.so {out}/plugins/ 2>/dev/null || cp "$lib"/*.so {out}/plugins/; }}'
 )
 # `dvit --help`; where it cannot run (its parser imports every stage, and a device has no torch), the command table
 # of the shipped pipeline/cli.py, printed in --help's layout.
@@ -59,17 +69,28 @@ COMMANDS = (
 REUSE = (
     "test -d {current}/out/engines || {{ echo 'the current release has no engines: deploy once without "
     "--no-build/--only-validate' >&2; exit 1; }}; cp -al {current}/out/engines {out}/engines && "
-    "{{ test ! -d {current}/out/plugins || cp -al {current}/out/plugins {out}/plugins; }}"
+    "{{ test ! -d {current}/out/plugins || cp -al {current}/out/plugins {out}/plugins; }} && "
+    + ONDEVICE + " check-reuse {out}/engines {rel}/graphs"
 )
+BUILD = (DVIT + " build --graphs {rel}/graphs --target {target} --out {out}/engines --cache-dir {cache}/build"
+         "{plugin_lib_arg} && " + ONDEVICE + " link-cache {out}/engines {cache}/build")
 LATENCY = tegrastats.shell_wrap(
     DVIT + " latency --graphs {latency_graphs} --backend {latency_backend}{latency_plugin_arg} --no-progress "
     "--json {out}/latency.json{latency_extra}", "{out}/tegrastats.log", "{tegrastats_ms}")
 SWITCH = "ln -sfn releases/{release} {root}/.current.new && mv -T {root}/.current.new {root}/current"
+# Newest first: current and the complete releases (`switch ok` in their steps.log) count towards --keep-releases;
+# an incomplete release older than current is a failed or aborted deploy and goes; one newer than current may be
+# a deploy still running elsewhere and stays. One line per release: kept, removed, removed-incomplete, in-progress.
 PRUNE = (
-    "cur=$(readlink {root}/current); cur=${{cur##*/}}; cd {root}/releases || exit 1; "
-    'ls -1 | sort -r | tail -n +{keep_from} | while read -r d; do [ "$d" = "$cur" ] || rm -rf -- "$d"; done; '
-    "ls -1"
+    "cur=$(readlink {root}/current); cur=${{cur##*/}}; cd {root}/releases || exit 1; n=0; newer=1; "
+    "for d in $(ls -1 | sort -r); do "
+    'if [ "$d" = "$cur" ]; then newer=0; n=$((n+1)); echo "kept $d"; '
+    "elif grep -q ' switch ok$' \"$d/out/steps.log\" 2>/dev/null; then n=$((n+1)); "
+    'if [ $n -le {keep} ]; then echo "kept $d"; else rm -rf -- "$d" && echo "removed $d"; fi; '
+    'elif [ $newer = 1 ]; then echo "in-progress $d"; '
+    'else rm -rf -- "$d" && echo "removed-incomplete $d"; fi; done'
 )
+PGID_FILE = ".step-pgid"  # in out/: the process group of the step running now
 
 
 @dataclass(frozen=True)
@@ -84,15 +105,15 @@ class Step:
 
 STEPS: tuple[Step, ...] = (
     Step("verify", "check every shipped file's sha256 on the device", "sha256sum -c --quiet SHA256SUMS"),
-    Step("env", "device-side Python: a venv (--system-site-packages) with dvit-edge[device]", ENV,
+    Step("env", "device-side Python: a venv (--system-site-packages) with dvit-edge[{extras}]", ENV,
          when="managed_venv", timeout=1800),
     Step("commands", "list the dvit commands the device has", COMMANDS),
     Step("plugin", "build the plugin with the device's CUDA toolkit for its architecture", PLUGIN, when="plugin",
          timeout=1800),
-    Step("build", "build the engines (engine and timing caches kept on the device between deploys)",
-         DVIT + " build --graphs {rel}/graphs --target {target} --out {out}/engines --cache-dir {cache}/build"
-         "{plugin_lib_arg}", needs="build", when="build", timeout=7200),
-    Step("reuse-engines", "reuse the engines (and plugin) of the current release", REUSE, when="reuse"),
+    Step("build", "build the engines (engine and timing caches kept on the device between deploys; the release's "
+         "engines are hard links into the cache)", BUILD, needs="build", when="build", timeout=7200),
+    Step("reuse-engines", "reuse the engines (and plugin) of the current release, built from these graphs", REUSE,
+         when="reuse"),
     Step("validate", "validate against the recorded PyTorch reference",
          DVIT + " validate --graphs {validate_graphs} --reference {rel}/{reference} --require auto --no-progress "
          "--json {out}/validation.json", needs="validate", when="reference", timeout=3600),
@@ -101,24 +122,54 @@ STEPS: tuple[Step, ...] = (
     Step("report", "write the report", DVIT + " report --validation {out}/validation.json{latency_arg}{engines_arg} "
          "--reference {rel}/{reference} --out {out}/report", needs="report", when="report"),
     Step("switch", "point current at this release (atomically)", SWITCH),
-    Step("prune", "remove old releases, keeping the newest {keep} and current", PRUNE),
+    Step("prune", "keep the newest {keep} complete releases (current among them); remove older ones, and failed or "
+         "aborted ones", PRUNE),
 )
 STEP_NAMES = tuple(s.name for s in STEPS)
 
 
 def wrap(step: Step, index: int, command: str, out: str, rel: str, tail: int = 30) -> str:
     """The script actually run for a step: logs its output on the device, appends to out/steps.log, prints the
-    output's last lines, and on failure the last `tail` lines of its stderr (shown by `dvit deploy`)."""
+    output's last lines, and on failure the last `tail` lines of its stderr (shown by `dvit deploy`). The command
+    runs in a process group of its own (setsid), recorded in out/.step-pgid while it runs (see abort_script)."""
     log = f"{out}/logs/{index:02d}-{step.name}"
     stamp = '"$(date -u +%Y-%m-%dT%H:%M:%SZ)"'
     return (
         PREFIX.format(rel=rel)
         + f"mkdir -p {out}/logs && echo {stamp} {step.name} start >> {out}/steps.log; "
-        + f"( {command} ) > {log}.out 2> {log}.err; rc=$?; "
+        + f"setsid sh -c {shlex.quote(command)} > {log}.out 2> {log}.err & pid=$!; "
+        + f'echo "$pid $$" > {out}/{PGID_FILE}; '
+        + f"wait $pid; rc=$?; rm -f {out}/{PGID_FILE}; "
         + 'if [ $rc -eq 0 ]; then st=ok; else st="failed (exit $rc)"; fi; '
         + f'echo {stamp} {step.name} "$st" >> {out}/steps.log; '
         + f"tail -n 200 {log}.out; "
         + f"if [ $rc -ne 0 ]; then tail -n {int(tail)} {log}.err >&2; fi; exit $rc"
+    )
+
+
+def step_state(step: Step, out: str) -> str:
+    """Reads what the device knows of `step` (after the connection was lost): its last steps.log line, and
+    `running=PGID` while its process group lives."""
+    return (f"grep ' {step.name} ' {out}/steps.log 2>/dev/null | tail -n 1; pg=; "
+            f"read pg w 2>/dev/null < {out}/{PGID_FILE}; "
+            'if [ -n "$pg" ] && kill -0 -"$pg" 2>/dev/null; then echo "running=$pg"; fi; true')
+
+
+def abort_script(layout: Layout, wait_s: float = 10.0) -> str:
+    """After an interrupt: stop the step running in the release (TERM to its process group, KILL after `wait_s`),
+    wait for the step's wrapper shell to end, then remove the release unless it is current. Prints `stopped PGID`,
+    then `current`, `removed` or `left`."""
+    rel, tries = layout.rel, max(1, int(wait_s * 10))
+    return (
+        f"pg=; w=; read pg w 2>/dev/null < {layout.out}/{PGID_FILE}; "
+        'if [ -n "$pg" ] && kill -0 -"$pg" 2>/dev/null; then kill -TERM -"$pg" 2>/dev/null; i=0; '
+        f'while kill -0 -"$pg" 2>/dev/null && [ $i -lt {tries} ]; do sleep 0.1; i=$((i+1)); done; '
+        'kill -KILL -"$pg" 2>/dev/null; echo "stopped $pg"; fi; '
+        'if [ -n "$w" ]; then i=0; while kill -0 "$w" 2>/dev/null && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done; '
+        'kill -KILL "$w" 2>/dev/null; fi; '
+        f'if [ "$(readlink {layout.current})" = "releases/{layout.release}" ]; then echo current; exit 0; fi; '
+        f"i=0; while [ -e {rel} ] && [ $i -lt 5 ]; do rm -rf {rel} 2>/dev/null || sleep 0.5; i=$((i+1)); done; "
+        f"if [ -e {rel} ]; then echo left; else echo removed; fi"
     )
 
 
@@ -232,6 +283,7 @@ class Conditions:
     plugin_why_not: str | None = None
     commands: list[str] | None = None  # from `dvit --help`; None until known
     current_has_engines: bool = True  # whether ROOT/current/out/engines exists (preflight)
+    has_gpu: bool | None = None  # whether the device has a GPU to run engines on (preflight); None: unknown
 
 
 def skip_reason(step: Step, c: Conditions, ran: dict[str, str]) -> str | None:
@@ -251,6 +303,8 @@ def skip_reason(step: Step, c: Conditions, ran: dict[str, str]) -> str | None:
         return "no --reference REF.npz given: nothing to validate against"
     if step.when == "latency" and c.only_validate:
         return "--only-validate"
+    if step.when == "latency" and c.has_gpu is False and "ok" in (ran.get("build"), ran.get("reuse-engines")):
+        return "no GPU on the device: the engines cannot run, so there is nothing to time"
     if step.when == "report" and ran.get("validate") != "ok":
         return "no validation result to report"
     if step.needs and c.commands is not None and step.needs not in c.commands:
@@ -266,6 +320,7 @@ CONDITION_TEXT = {
     "build": "unless --no-build/--only-validate; when the device's dvit has `build`",
     "reuse": "with --no-build/--only-validate",
     "reference": "with --reference; when the device's dvit has `validate`",
-    "latency": "unless --only-validate; when the device's dvit has `latency`",
+    "latency": "unless --only-validate; when the device's dvit has `latency`; not where engines were built or "
+               "reused but no GPU can run them",
     "report": "when validate succeeded; when the device's dvit has `report`",
 }

@@ -20,7 +20,7 @@ from ..targets import Target
 from . import bundle as bundle_mod
 from . import remote
 from .options import DeployOptions
-from .preflight import DeviceFacts, facts_script
+from .preflight import DeviceFacts, Requirements, facts_script, requirements
 from .ssh import Ssh
 
 # Where TensorRT's headers usually are on the device (JetPack: /usr/include/aarch64-linux-gnu).
@@ -121,7 +121,7 @@ class Renderer:
         py = o.remote_python or f"{self.layout.venv}/bin/python"
         return remote.context(
             self.layout, py=shlex.quote(py) if o.remote_python else py, target=self.target.name,
-            reference=b.reference or "", keep=o.keep_releases, keep_from=o.keep_releases + 1,
+            reference=b.reference or "", keep=o.keep_releases,
             tegrastats_ms=int(o.tegrastats_ms), latency_extra="".join(" " + shlex.quote(a) for a in o.latency_args),
             **self.decided(facts, ran))
 
@@ -133,10 +133,13 @@ class Renderer:
         if facts is None:
             device: dict[str, Any] = {
                 "nvcc": "<nvcc found by preflight>", "trt_include": "<TensorRT include dir found by preflight>",
-                "jobs": o.jobs or "<device cpus>", "plugin_key": "<sources+archs+nvcc+headers hash>"}
+                "jobs": o.jobs or "<device cpus>", "plugin_key": "<sources+archs+nvcc+headers hash>",
+                "extras": "device<,cuda12|cuda13: the device's CUDA major, where engines run>"
+                          "<,onnxruntime: where they cannot>"}
         else:
             device = {"nvcc": facts.nvcc or "nvcc", "trt_include": facts.trt_headers or "",
-                      "jobs": o.jobs or facts.cpus or 2, "plugin_key": plugin_key(b, archs, facts)}
+                      "jobs": o.jobs or facts.cpus or 2, "plugin_key": plugin_key(b, archs, facts),
+                      "extras": self.requirements(facts).spec}
         engines = None if ran is None else ran.get("build") == "ok" or ran.get("reuse-engines") == "ok"
         gpu = None if facts is None else facts.has_gpu
         plugin = None if ran is None else ran.get("plugin") == "ok"
@@ -154,6 +157,11 @@ class Renderer:
             "engines_arg": _maybe(engines, f" --engines {out}/engines"),
         }
 
+    def requirements(self, facts: DeviceFacts) -> Requirements:
+        """What the device's Python needs for this deploy (preflight.requirements)."""
+        return requirements(facts, host=self.opts.host, uses_plugin=self.bundle.uses_plugin,
+                            validating=self.opts.reference is not None, timing=not self.opts.only_validate)
+
     def step(self, step: remote.Step, facts: DeviceFacts | None = None,
              ran: Mapping[str, str] | None = None) -> str:
         """The command of `step` (unwrapped: what StepRecord.command records)."""
@@ -166,3 +174,11 @@ class Renderer:
     def skipped(self, step: remote.Step, reason: str) -> str:
         """What is run for a skipped step: a line in the device's steps.log."""
         return remote.skip_line(step, self.layout.out, reason)
+
+    def step_state(self, step: remote.Step) -> str:
+        """What the device knows of `step` (read after the connection was lost; remote.step_state)."""
+        return remote.step_state(step, self.layout.out)
+
+    def abort(self) -> str:
+        """After an interrupt: stop the running step's process group, remove the release unless it is current."""
+        return remote.abort_script(self.layout)

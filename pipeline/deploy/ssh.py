@@ -211,7 +211,7 @@ class Ssh:
                                   timeout=timeout, check=False, errors="replace")
         except subprocess.TimeoutExpired as e:
             raise SshError(f"{what} on {self.remote.host} did not finish within {timeout:.0f} s") from e
-        if proc.returncode == SSH_ERROR and check_connection and _is_ssh_failure(proc.stderr):
+        if proc.returncode == SSH_ERROR and check_connection and is_ssh_failure(proc.stderr):
             raise SshError(explain(self.remote, proc.stderr))
         return Result(script, proc.returncode, proc.stdout, proc.stderr)
 
@@ -232,7 +232,7 @@ class Ssh:
                                   check=False, errors="replace")
         except subprocess.TimeoutExpired as e:
             raise SshError(f"{what} to {self.remote.host} did not finish within {timeout:.0f} s") from e
-        if proc.returncode == SSH_ERROR and _is_ssh_failure(proc.stderr):
+        if proc.returncode == SSH_ERROR and is_ssh_failure(proc.stderr):
             raise SshError(explain(self.remote, proc.stderr))
         return Result(" ".join(shlex.quote(a) for a in argv), proc.returncode, proc.stdout, proc.stderr)
 
@@ -243,7 +243,8 @@ class Ssh:
         return f"{user}{host}:{path}"
 
 
-def _is_ssh_failure(stderr: str) -> bool:
+def is_ssh_failure(stderr: str) -> bool:
+    """Whether `stderr` of an exit 255 is ssh's own (connection, authentication), not the remote command's."""
     markers = ("Connection refused", "timed out", "Could not resolve", "Permission denied", "Host key verification",
                "No route to host", "Network is unreachable", "Connection closed", "kex_exchange", "ssh:",
                "REMOTE HOST IDENTIFICATION")

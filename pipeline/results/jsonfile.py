@@ -9,8 +9,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-from typing_extensions import Self
-
 from ..errors import DvitError
 from ..io import atomic_write_json
 from .formats import ResultFormat, by_name
@@ -97,7 +95,7 @@ class JsonResult:
         raise NotImplementedError
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> Self:
+    def load(cls: type[R], path: str | os.PathLike[str]) -> R:  # noqa: PYI019 (typing.Self: Python 3.11+)
         p, obj, sha = read(path, cls.FMT)
         cls.check(p, obj)
         return cls(obj, p, sha)

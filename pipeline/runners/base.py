@@ -6,7 +6,6 @@ from collections.abc import Mapping, Sequence
 from typing import TypeVar
 
 import numpy as np
-from typing_extensions import Self
 
 from ..errors import DvitError
 
@@ -50,7 +49,7 @@ class Runner(ABC):
     def close(self) -> None:
         """Release what the runner holds (sessions, device buffers); closing twice is harmless."""
 
-    def __enter__(self) -> Self:
+    def __enter__(self: R) -> R:  # noqa: PYI019 (typing.Self needs Python 3.11; JetPack 6 has 3.10)
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -105,16 +105,29 @@ def describe(path: str | os.PathLike[str]) -> PluginLibrary:
 
 def for_graph_set(gs: GraphSet, override: str | os.PathLike[str] | None = None) -> Path | None:
     """The plugin library an engine set needs: `override`, else the one its manifest names (`plugin_library`: a
-    path or {"path"|"file": ...}, relative to the set's folder or the working directory), else `make plugins`'
-    output when its engines hold plugin nodes; None when they hold none. Existence is checked when loading."""
+    path or {"path"|"file": ..., "absolute": ...}; a relative path is relative to the set's folder, as `dvit build`
+    records it, else to the working directory, else `absolute`, where the library was at build time), else
+    `make plugins`' output when its engines hold plugin nodes; None when they hold none. Existence is checked when
+    loading (a missing library is named where the set's folder says it should be)."""
     if override is not None:
         return Path(override)
     named = gs.manifest.get("plugin_library")
+    absolute = None
     if isinstance(named, Mapping):
+        absolute = named.get("absolute")
         named = named.get("path") or named.get("file")
     if named:
         p = Path(str(named))
-        return p if p.is_absolute() or not (gs.root / p).exists() else gs.root / p
+        if p.is_absolute():
+            return p
+        beside = gs.root / p
+        if beside.exists():
+            return beside
+        if p.exists():
+            return p
+        if absolute and Path(str(absolute)).exists():
+            return Path(str(absolute))
+        return beside
     return DEFAULT_SEARCH[0] if gs.uses_plugin else None
 
 
