@@ -5,11 +5,14 @@ which shares extract_state_dict and load_weights with it).
 
 Official DynamicViT checkpoints ({'model': state_dict} of VisionTransformerDiffPruning) and timm/DeiT
 state dicts use our parameter names already (see model.py), so loading needs no renaming; only wrapper
-keys and DDP's 'module.' prefix are stripped. A mismatch is reported with the offending keys and shapes.
+keys and DDP's 'module.' prefix are stripped. A file of another architecture than --model is refused with one line
+describing both (from its shapes, see check_architecture); any other mismatch names the offending keys and shapes.
 """
 from __future__ import annotations
 
+import math
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +124,91 @@ def foreign_config(sd: dict[str, torch.Tensor], preset: str, keep_ratio: float |
     return model_config(preset, keep_ratio=keep_ratio, num_classes=classes, dense=dense)
 
 
+def weights_architecture(sd: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """What a ViT state dict's shapes say about its architecture: embed_dim, patch_size, in_chans, img_size (or
+    the token count where the grid is not square), depth, mlp_ratio, num_classes, pruning points. Only what the
+    file holds; the head count is not among it (qkv is [3C, C] for any number of heads)."""
+    arch: dict[str, Any] = {}
+    proj = sd.get("patch_embed.proj.weight")
+    if proj is not None and proj.ndim == 4:
+        arch.update(embed_dim=int(proj.shape[0]), in_chans=int(proj.shape[1]), patch_size=int(proj.shape[-1]))
+    elif "cls_token" in sd:
+        arch["embed_dim"] = int(sd["cls_token"].shape[-1])
+    pos = sd.get("pos_embed")
+    if pos is not None and pos.ndim == 3:
+        grid = math.isqrt(max(int(pos.shape[1]) - 1, 0))
+        if grid * grid == int(pos.shape[1]) - 1 and "patch_size" in arch:
+            arch["img_size"] = grid * arch["patch_size"]
+        else:
+            arch["tokens"] = int(pos.shape[1])
+    blocks = {int(m.group(1)) for k in sd if (m := re.match(r"blocks\.(\d+)\.", k))}
+    if blocks:
+        arch["depth"] = max(blocks) + 1
+    fc1 = sd.get("blocks.0.mlp.fc1.weight")
+    if fc1 is not None and fc1.ndim == 2 and fc1.shape[1]:
+        arch["mlp_ratio"] = float(fc1.shape[0]) / float(fc1.shape[1])
+    head = sd.get("head.weight")
+    if head is not None and head.ndim == 2:
+        arch["num_classes"] = int(head.shape[0])
+    arch["pruning_points"] = len({int(m.group(1)) for k in sd if (m := re.match(r"score_predictor\.(\d+)\.", k))})
+    return arch
+
+
+def config_architecture(cfg: ModelConfig) -> dict[str, Any]:
+    """The same fields as weights_architecture, for a configuration (plus its head count)."""
+    return {
+        "embed_dim": cfg.embed_dim, "in_chans": cfg.in_chans, "patch_size": cfg.patch_size, "img_size": cfg.img_size,
+        "tokens": cfg.num_patches + 1, "depth": cfg.depth, "mlp_ratio": float(cfg.mlp_ratio),
+        "num_classes": cfg.num_classes, "pruning_points": len(cfg.pruning_loc), "num_heads": cfg.num_heads,
+    }
+
+
+_ARCH_FIELDS = ("embed_dim", "depth", "num_heads", "patch_size", "img_size", "tokens", "in_chans", "mlp_ratio",
+                "num_classes", "pruning_points")
+
+
+def describe_architecture(arch: dict[str, Any]) -> str:
+    words = {"embed_dim": "embed", "num_heads": "heads", "patch_size": "patch", "img_size": "image",
+             "in_chans": "channels", "mlp_ratio": "MLP ratio", "num_classes": "classes", "pruning_points": "pruning points"}
+    shown = [f for f in _ARCH_FIELDS if f in arch and not (f == "tokens" and "img_size" in arch)]
+    return ", ".join(f"{words.get(f, f)} {arch[f]:g}" if isinstance(arch[f], float) else f"{words.get(f, f)} {arch[f]}"
+                     for f in shown)
+
+
+def check_architecture(sd: dict[str, torch.Tensor], cfg: ModelConfig, path: str | os.PathLike[str],
+                       wanted: str) -> None:
+    """Refuse a foreign state dict whose shapes say another architecture than `cfg` with one line naming both,
+    and the presets (official names first) the file fits where its shapes say enough to tell."""
+    from .config import OFFICIAL_NAMES, PRESETS
+
+    have = weights_architecture(sd)
+    want = config_architecture(cfg)
+    # Classes come from the head and a dense teacher has no prediction modules: neither tells a wrong --model.
+    compared = [f for f in have if f in want and f != "num_classes"
+                and not (f == "pruning_points" and (have[f] == 0 or cfg.is_dense))
+                and not (f == "tokens" and "dist_token" in sd)]  # distilled DeiT: load_weights names its token
+    if all(have[f] == want[f] for f in compared):
+        return
+    names = list(OFFICIAL_NAMES) + [n for n in PRESETS if n not in OFFICIAL_NAMES]
+    seen: set[str] = set()
+    fits = []
+    for n in names:
+        arch = config_architecture(PRESETS[n])
+        if PRESETS[n].name not in seen and all(have[f] == arch[f] for f in compared if f != "pruning_points"):
+            seen.add(PRESETS[n].name)
+            fits.append(n)
+    its = [f"{n} (= {PRESETS[n].name})" if PRESETS[n].name != n else n for n in fits]
+    file_kind = f"a {' / '.join(its)} model" if its else "a model of another architecture"
+    fix = (f"pass --model {fits[0]}" if len(fits) == 1 else
+           f"pass the --model it was trained with ({', '.join(fits)})" if fits else
+           "pass the --model the checkpoint was trained with, or the matching checkpoint")
+    raise CheckpointError(
+        f"checkpoint {path} does not match the model configuration: it holds {file_kind} "
+        f"({describe_architecture({f: have[f] for f in _ARCH_FIELDS if f in have and f != 'num_classes'})}), "
+        f"not '{wanted}' ({describe_architecture({f: want[f] for f in _ARCH_FIELDS if f in want and f not in ('tokens', 'num_classes')})}): {fix}"
+    )
+
+
 def load_model(
     path: str | os.PathLike[str], expect: ModelConfig | None = None, keep_ratio: float | None = None,
     preset: str | None = None,
@@ -154,6 +242,8 @@ def load_model(
         raise CheckpointError(f"checkpoint {path} holds a '{cfg.name}' model, not '{preset}': drop --model or pass the matching file")
     if expect is not None:
         cfg = expect
+    if not is_ours(obj):
+        check_architecture(sd, cfg, path, preset if preset is not None and expect is None else cfg.name)
     if keep_ratio is not None:
         cfg = cfg.replace(keep_ratio=float(keep_ratio))
     model = DynamicViT(cfg)

@@ -132,7 +132,26 @@ PRESETS: dict[str, ModelConfig] = {
     "deit_small_patch16_224": ModelConfig("deit_small_patch16_224", 224, 16, 3, 1000, 384, 12, 6),
     "deit_base_patch16_224": ModelConfig("deit_base_patch16_224", 224, 16, 3, 1000, 768, 12, 12),
     "fmnist_tiny": ModelConfig("fmnist_tiny", 28, 4, 1, 10, 64, 12, 4),
+    # DeiT-256 exists only in DynamicViT: the official infer.py builds it as VisionTransformerDiffPruning(
+    # patch_size=16, embed_dim=256, depth=12, num_heads=4, mlp_ratio=4, qkv_bias=True, pruning_loc=[3, 6, 9]).
+    "deit-256": ModelConfig("deit-256", 224, 16, 3, 1000, 256, 12, 4),
 }
+
+# The official DynamicViT code's --model names (infer.py, main.py) and the presets they are. deit-s and deit-b are
+# DeiT-S/DeiT-B (embed 384/768, 12 blocks, 6/12 heads, MLP ratio 4, pruning before blocks 3, 6, 9 with keep
+# ratios rho, rho^2, rho^3): the timm presets under another name, so a config keeps the timm name.
+OFFICIAL_NAMES: dict[str, str] = {
+    "deit-256": "deit-256",
+    "deit-s": "deit_small_patch16_224",
+    "deit-b": "deit_base_patch16_224",
+}
+PRESETS.update({alias: PRESETS[name] for alias, name in OFFICIAL_NAMES.items() if alias != name})
+
+
+def preset_names() -> str:
+    """Every name --model takes, for help texts and errors: the official names first, then the presets."""
+    official = [f"{a} (= {n})" if a != n else a for a, n in OFFICIAL_NAMES.items()]
+    return ", ".join(official + [n for n in PRESETS if n not in OFFICIAL_NAMES])
 
 
 def model_config(
@@ -144,7 +163,7 @@ def model_config(
     dense: bool = False,
 ) -> ModelConfig:
     if preset not in PRESETS:
-        raise ConfigError(f"unknown model '{preset}': choose one of {', '.join(PRESETS)}")
+        raise ConfigError(f"unknown model '{preset}': choose one of {preset_names()}")
     cfg = PRESETS[preset]
     changes: dict[str, Any] = {}
     if num_classes is not None:

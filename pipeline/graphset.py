@@ -21,13 +21,14 @@ from typing import Any
 from .config import ModelConfig
 from .errors import ConfigError, ManifestError
 from .manifest import read_manifest, write_manifest
+from .preprocessing import Preprocessing
 
 # Manifest kinds that hold a graph set, in pipeline order.
 KINDS = ("export", "precision", "plugin", "engine")
 # Header keys every stage carries from the graph set it read into the one it writes (defined once, here).
 HEADER_KEYS = (
     "model_config", "keep_ratio", "keep_counts", "tokens_per_stage", "checkpoint", "teacher_checkpoint",
-    "teacher_config", "opset", "batch_sizes", "exporter", "simplifier", "precision",
+    "teacher_config", "opset", "batch_sizes", "exporter", "simplifier", "precision", "preprocessing",
 )
 ROLES = ("stage", "fused", "teacher")
 DEFAULT_BATCH = 8
@@ -157,6 +158,18 @@ class GraphSet:
     def precision(self) -> list[str]:
         """Precision of each stage as written into the graphs (an export is FP32 throughout)."""
         return list(self.manifest.get("precision") or ["fp32"] * self.num_stages)
+
+    @property
+    def preprocessing(self) -> Preprocessing | None:
+        """How a camera frame becomes the input tensor (written by 'dvit export'); None for graph sets exported
+        before the record existed."""
+        rec = self.manifest.get("preprocessing")
+        if rec is None:
+            return None
+        try:
+            return Preprocessing.from_dict(rec)
+        except (KeyError, TypeError, ValueError) as e:
+            raise ManifestError(f"{self.root}/manifest.json has an unreadable preprocessing record ({e}): re-export") from e
 
     @property
     def checkpoint(self) -> dict[str, Any]:

@@ -72,3 +72,32 @@ def test_export_and_evaluate_take_official_and_timm_files(files: dict[str, Path]
     rc = cli.main(["export", "--checkpoint", str(files["official"]), "--out", str(tmp_path / "x")])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and err.count("\n") == 0 and "--model" in err and not (tmp_path / "x").exists()
+
+
+def test_a_foreign_file_for_another_architecture_names_both(files: dict[str, Path], tmp_path: Path) -> None:
+    # an official release of one architecture under another --model: both named, and the name that fits
+    with pytest.raises(CheckpointError) as err:
+        load_model(files["official"], preset="deit-s")
+    msg = str(err.value)
+    assert "\n" not in msg and "holds a fmnist_tiny model (embed 64, depth 12, patch 4, image 28, channels 1" in msg
+    assert "not 'deit-s' (embed 384, depth 12, heads 6, patch 16, image 224" in msg and msg.endswith("pass --model fmnist_tiny")
+    # a dense timm/DeiT teacher: its missing prediction modules are not what is wrong, its width is
+    with pytest.raises(CheckpointError, match=r"holds a fmnist_tiny model .*not 'deit-b' \(embed 768"):
+        load_model(files["timm"], preset="deit-b")
+    # an architecture no preset has: both described, and no preset suggested
+    odd = tmp_path / "odd.pth"
+    torch.save({"model": DynamicViT(model_config("fmnist_tiny").replace(embed_dim=48, depth=6, pruning_loc=(2, 4))).state_dict()}, odd)
+    with pytest.raises(CheckpointError, match=r"holds a model of another architecture \(embed 48, depth 6.*pruning points 2\), "
+                       r"not 'fmnist_tiny' \(embed 64, depth 12.*: pass the --model the checkpoint was trained with"):
+        load_model(odd, preset="fmnist_tiny")
+
+
+def test_official_names_load_the_same_files_as_the_timm_names(tmp_path: Path) -> None:
+    cfg = model_config("deit-s").replace(img_size=32, depth=4, pruning_loc=(1, 2, 3))
+    path = tmp_path / "deit_s_dynamicvit.pth"
+    torch.save({"model": DynamicViT(cfg).state_dict()}, path)
+    a = load_model(path, expect=cfg)
+    b = load_model(path, expect=model_config("deit_small_patch16_224").replace(img_size=32, depth=4, pruning_loc=(1, 2, 3)))
+    assert a.cfg == b.cfg and a.cfg.name == "deit_small_patch16_224"
+    with pytest.raises(CheckpointError, match=r"holds a model of another architecture \(embed 384, depth 4.*not 'deit-256'"):
+        load_model(path, expect=model_config("deit-256").replace(img_size=32, depth=4, pruning_loc=(1, 2, 3)))

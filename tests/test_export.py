@@ -18,6 +18,7 @@ from pipeline.backend.onnxruntime.runner import run as run_onnx
 from pipeline.checkpoint import save_checkpoint
 from pipeline.data import load_fashion_mnist
 from pipeline.errors import CheckpointError, ConfigError, DvitError, ManifestError
+from pipeline.graphset import GraphSet
 from pipeline.image_index import folder_split
 from pipeline.manifest import read_manifest
 from pipeline.model import DynamicViT, select_tokens
@@ -232,6 +233,31 @@ def test_cli_keep_ratio_override_and_opset(ckpts: dict[str, Path], tmp_path: Pat
     # An existing output is kept unless --overwrite is given.
     assert cli.main(argv) == 2
     assert "--overwrite" in capsys.readouterr().err
+
+
+def test_manifest_records_the_preprocessing(exported: export.ExportResult) -> None:
+    """The header says how an image becomes the input: 1x28x28 grey, Fashion-MNIST's statistics and class names
+    (the student records no data: the verification images' defaults), the in-memory eval path."""
+    m = read_manifest(exported.out, "export")
+    p = m["preprocessing"]
+    assert p["input_size"] == [28, 28] and p["channels"] == 1 and p["color"] == "grey" and p["scale"] == "0-1"
+    assert p["mean"] == [0.2860] and p["std"] == [0.3530] and p["classes"] == list(load_fashion_mnist("test").classes)
+    assert p["resize"] == {"short_side": 28, "long_side": "round", "interpolation": "bilinear"}
+    assert p["center_crop"] == {"size": [28, 28], "offset": "floor"}
+    assert set(p["sources"]) == {"input_size", "channels", "resize", "mean", "std", "classes"}
+    gs = GraphSet.load(exported.out)
+    assert gs.preprocessing is not None and gs.preprocessing.to_dict() == p and gs.header()["preprocessing"] == p
+
+
+def test_cli_says_what_the_images_are_turned_into(ckpts: dict[str, Path], tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["export", "--checkpoint", str(ckpts["student"]), "--batch-sizes", "1", "--verify-images", "2",
+            "--out", str(tmp_path / "o"), "--no-progress"]
+    assert cli.main(argv) == 0
+    lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("input: ")]
+    assert len(lines) == 1
+    assert "1x28x28, grey" in lines[0] and "mean 0.2860 std 0.3530" in lines[0]
+    assert "10 classes (T-shirt/top, Trouser, Pullover, ...)" in lines[0]
 
 
 # ---- bad input: one-line DvitError, nothing left behind ----

@@ -35,12 +35,13 @@ from .. import onnx_utils, opscan
 from ..checkpoint import FORMAT as CHECKPOINT_FORMAT
 from ..checkpoint import load_model
 from ..config import ModelConfig
-from ..data import VerificationData, verification_data
+from ..data import FMNIST_CLASSES, VerificationData, verification_data
 from ..errors import CheckpointError, DvitError
 from ..graphset import GraphSet, batch_section, write_graph_set
 from ..io import atomic_dir, sha256_file
 from ..manifest import file_entry
 from ..model import DynamicViT
+from ..preprocessing import Preprocessing, from_training
 from .modules import FusedModule, GraphSpec, StageModule, TeacherModule, plan_graphs, stage_io
 from .verify import (
     LOGITS_ATOL,
@@ -101,18 +102,54 @@ def load_teacher(path: str | Path, student: ModelConfig, preset: str | None = No
     return model
 
 
-def training_data_record(path: str | Path) -> dict[str, Any] | None:
-    """The `data` record of a checkpoint written by 'dvit train' (source, classes, mean, std), else None.
-
-    Read with the tensors memory-mapped, not loaded: only the small record is wanted."""
+def _checkpoint_record(path: str | Path, key: str) -> dict[str, Any] | None:
+    """The dict `key` of a checkpoint written by 'dvit train', else None. Read with the tensors memory-mapped,
+    not loaded: only the small record is wanted."""
     try:
         obj = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
     except Exception:  # noqa: BLE001 - a legacy (non-zip) file cannot be mapped; load_model read it already
         return None
     if not isinstance(obj, dict) or obj.get("format") != CHECKPOINT_FORMAT:
         return None
-    rec = obj.get("data")
-    return rec if isinstance(rec, dict) and rec.get("source") else None
+    rec = obj.get(key)
+    return rec if isinstance(rec, dict) else None
+
+
+def training_data_record(path: str | Path) -> dict[str, Any] | None:
+    """The `data` record of a checkpoint written by 'dvit train' (source, classes, mean, std), else None."""
+    rec = _checkpoint_record(path, "data")
+    return rec if rec and rec.get("source") else None
+
+
+NORM_FROM = {
+    "checkpoint": "checkpoint data record",
+    "dataset": "dataset default (Fashion-MNIST training statistics; the checkpoint records none)",
+    "these images": "the verification images' own statistics (the checkpoint records none)",
+}
+
+
+def preprocessing_record(cfg: ModelConfig, checkpoint: str | Path, verification: VerificationData) -> Preprocessing:
+    """What a device does to an image to make the graphs' input: the eval path of the checkpoint's training
+    recipe, normalised as the verification images were, with the class names the checkpoint records (else
+    Fashion-MNIST's when it verified on them, else none, said why)."""
+    ours = Path(checkpoint).is_file()
+    data = training_data_record(checkpoint) if ours else None
+    train_config = _checkpoint_record(checkpoint, "train_config") if ours else None
+    norm = verification.normalization
+    if norm:
+        mean, std, norm_from = norm["mean"], norm["std"], NORM_FROM.get(str(norm.get("from")), str(norm.get("from")))
+    else:
+        mean = std = None
+        norm_from = f"absent: verified on {verification.source}, and the checkpoint records no mean/std"
+    classes = (data or {}).get("classes")
+    if isinstance(classes, (list, tuple)) and len(classes) == cfg.num_classes:
+        classes_from = "checkpoint data record"
+    elif verification.source.startswith("fashion-mnist:"):
+        classes, classes_from = FMNIST_CLASSES, "dataset default (Fashion-MNIST, the verification images)"
+    else:
+        classes, classes_from = None, "absent: the checkpoint records no class names"
+    return from_training(in_chans=cfg.in_chans, img_size=cfg.img_size, train_config=train_config, mean=mean, std=std,
+                         norm_from=norm_from, classes=classes, classes_from=classes_from)
 
 
 def verification_set(cfg: ModelConfig, checkpoint: str | Path, count: int, data: str | None) -> VerificationData:
@@ -203,8 +240,10 @@ def export(
     table = table or opscan.load_table()
     specs = plan_graphs(model, sizes, teacher_model)
     verification = verification_set(cfg, checkpoint, max(verify_images, *sizes), data)
+    preprocessing = preprocessing_record(cfg, checkpoint, verification)
     if log:
         log(f"verifying on {verification.text}")
+        log(preprocessing.summary())
 
     with atomic_dir(out, overwrite=overwrite) as tmp:
         graphs: dict[str, dict[str, Any]] = {}
@@ -256,6 +295,7 @@ def export(
             "batch_sizes": list(sizes),
             "exporter": {"name": "torch.onnx.export (TorchScript, dynamo=False)", "torch": torch.__version__},
             "simplifier": onnx_utils.simplifier_version(),
+            "preprocessing": preprocessing.to_dict(),
         }
         body = {
             "op_table": {"tensorrt_versions": list(table.versions), "opset_range": list(table.opset_range)},
@@ -312,6 +352,7 @@ def main(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     m = result.manifest
+    print(Preprocessing.from_dict(m["preprocessing"]).summary())
     ties = sum(
         e["verification"]["kept_indices"]["near_tie_order"] + e["verification"]["kept_indices"]["near_tie_boundary"]
         for g in m["graphs"].values() for e in [*g["stages"], g["fused"]] if e["verification"]["kept_indices"]
