@@ -80,17 +80,13 @@ def graph_runners(gs: GraphSet, batch: int | None = None, *, backend: str | None
         raise DvitError(f"{gs.root} holds {gs.kind} graphs, which {backend} does not run: pass "
                         f"{' or '.join(KINDS[backend])} graph sets")
     graphs = gs.batch(batch)
-    closer = ExitStack()
-    try:
+    with ExitStack() as closer:  # a runner that fails to open closes the ones made before it
         if backend == "onnxruntime":
-            made = _onnxruntime(graphs, providers, threads, pool, teacher, closer)
+            chain, stages, fused, dense = _onnxruntime(graphs, providers, threads, pool, teacher, closer)
         else:
-            made = _tensorrt(gs, graphs, plugin_lib, teacher, device_chain, copy_outputs, closer)
-    except BaseException:
-        closer.close()
-        raise
-    chain, stages, fused, dense = made
-    return GraphRunners(backend, graphs.batch, chain, stages, fused, dense, closer)
+            chain, stages, fused, dense = _tensorrt(gs, graphs, plugin_lib, teacher, device_chain, copy_outputs,
+                                                    closer)
+        return GraphRunners(backend, graphs.batch, chain, stages, fused, dense, closer.pop_all())
 
 
 def _onnxruntime(graphs: BatchGraphs, providers: str, threads: int | None, pool: str | None, teacher: bool,
