@@ -10,6 +10,7 @@ and dest never change, so `args.plugin_lib`, `args.batch_sizes`, ... are the sam
     --backend NAME        add_backend(p, choices)
     --plugin-lib PATH     add_plugin_lib(p)             dest plugin_lib
     --threads N           add_threads(p)
+    --pool NAME           add_pool(p)                   ONNX Runtime's thread pools (backend.onnxruntime.pools)
     --no-progress         add_progress(p)               dest no_progress
 
 Standard library only: a device without torch imports this with every command's parser.
@@ -78,6 +79,17 @@ def add_threads(parser: Parser, *, help: str | None = None) -> argparse.Action:
     """--threads N (args.threads: int, None when not given)."""
     return parser.add_argument("--threads", type=int, default=None, metavar="N",
                                help=help if help is not None else THREADS_HELP)
+
+
+def add_pool(parser: Parser, *, help: str | None = None) -> argparse.Action:
+    """--pool NAME (args.pool, None when not given: the backend's default pool)."""
+    from .backend.onnxruntime import pools  # standard library only, like this module
+
+    text = help if help is not None else (
+        f"ONNX Runtime's intra-op threads: global (one pool the whole process shares), no-spin (a pool per session "
+        f"whose idle threads sleep) or per-session (ONNX Runtime's own, spinning); default {pools.DEFAULT_POOL} "
+        "(make bench compares them)")
+    return parser.add_argument("--pool", choices=pools.POOLS, default=None, help=text)
 
 
 def add_progress(parser: Parser, *, help: str | None = None) -> argparse.Action:

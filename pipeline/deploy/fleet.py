@@ -59,6 +59,7 @@ from typing import Any, TextIO
 from .. import cli_args
 from ..errors import ConfigError, DvitError
 from ..io import atomic_write_json, atomic_write_text, ensure_writable_dir, sha256_file
+from ..results.latency import pair_pruned_dense
 from ..targets import Target, backend_label, load_target
 from . import DeployResult, deploy, preflight, remote
 from . import bundle as bundle_mod
@@ -275,7 +276,8 @@ class FleetResult:
 # ---------------------------------------------------------------------------------------------- results
 def latency_p50(path: Path) -> dict[str, Any] | None:
     """Pruned and dense p50 from a latency.json: the smallest batch timed, host I/O, no CUDA graph; the pruned
-    figure is the faster of its chain and fused runs (its mode is recorded). None when there is no file."""
+    figure is the faster of its chain and fused runs (its mode is recorded), the dense one its pair's. None when
+    there is no file."""
     if not path.is_file():
         return None
     try:
@@ -290,12 +292,12 @@ def latency_p50(path: Path) -> dict[str, Any] | None:
                + [r for r in data.get("runs") or [] if isinstance(r, dict) and r.get("unavailable")]]
         return {"available": False, "reason": next((w for w in why if w), "no timed run")}
     batch = min(int(r.get("batch") or 0) for r in runs)
-
-    def best(model: str) -> dict[str, Any] | None:
-        return min((r for r in runs if r.get("batch") == batch and r.get("model") == model),
-                   key=lambda r: r["end_to_end"]["p50_ms"], default=None)
-
-    pruned, dense = best("pruned"), best("dense")
+    # pruned and dense paired by the one rule latency and the report use (results.latency.pair_pruned_dense)
+    pairs = pair_pruned_dense([r for r in runs if r.get("batch") == batch])
+    best = min((q for q in pairs if q.pruned is not None), default=None,
+               key=lambda q: (q.pruned or {})["end_to_end"]["p50_ms"])
+    pruned = best.pruned if best is not None else None
+    dense = best.dense if best is not None else next((q.dense for q in pairs if q.dense is not None), None)
     return {"available": True, "batch": batch, "backend": runs[0].get("backend"),
             "pruned_p50_ms": pruned["end_to_end"]["p50_ms"] if pruned else None,
             "pruned_mode": pruned.get("mode") if pruned else None,

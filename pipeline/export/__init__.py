@@ -102,23 +102,22 @@ def load_teacher(path: str | Path, student: ModelConfig, preset: str | None = No
     return model
 
 
-def _checkpoint_record(path: str | Path, key: str) -> dict[str, Any] | None:
-    """The dict `key` of a checkpoint written by 'dvit train', else None. Read with the tensors memory-mapped,
-    not loaded: only the small record is wanted."""
+def checkpoint_records(path: str | Path) -> dict[str, dict[str, Any]]:
+    """The records of a checkpoint written by 'dvit train' that the export uses: `data` (source, classes, mean,
+    std; only when it names a source) and `train_config`; {} for any other file. One read, with the tensors
+    memory-mapped, not loaded: only the small records are wanted."""
+    if not Path(path).is_file():
+        return {}
     try:
         obj = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
     except Exception:  # noqa: BLE001 - a legacy (non-zip) file cannot be mapped; load_model read it already
-        return None
+        return {}
     if not isinstance(obj, dict) or obj.get("format") != CHECKPOINT_FORMAT:
-        return None
-    rec = obj.get(key)
-    return rec if isinstance(rec, dict) else None
-
-
-def training_data_record(path: str | Path) -> dict[str, Any] | None:
-    """The `data` record of a checkpoint written by 'dvit train' (source, classes, mean, std), else None."""
-    rec = _checkpoint_record(path, "data")
-    return rec if rec and rec.get("source") else None
+        return {}
+    out = {key: obj[key] for key in ("data", "train_config") if isinstance(obj.get(key), dict)}
+    if not out.get("data", {}).get("source"):
+        out.pop("data", None)
+    return out
 
 
 NORM_FROM = {
@@ -128,13 +127,12 @@ NORM_FROM = {
 }
 
 
-def preprocessing_record(cfg: ModelConfig, checkpoint: str | Path, verification: VerificationData) -> Preprocessing:
+def preprocessing_record(cfg: ModelConfig, records: dict[str, dict[str, Any]],
+                         verification: VerificationData) -> Preprocessing:
     """What a device does to an image to make the graphs' input: the eval path of the checkpoint's training
-    recipe, normalised as the verification images were, with the class names the checkpoint records (else
-    Fashion-MNIST's when it verified on them, else none, said why)."""
-    ours = Path(checkpoint).is_file()
-    data = training_data_record(checkpoint) if ours else None
-    train_config = _checkpoint_record(checkpoint, "train_config") if ours else None
+    recipe (`records`: checkpoint_records), normalised as the verification images were, with the class names the
+    checkpoint records (else Fashion-MNIST's when it verified on them, else none, said why)."""
+    data, train_config = records.get("data"), records.get("train_config")
     norm = verification.normalization
     if norm:
         mean, std, norm_from = norm["mean"], norm["std"], NORM_FROM.get(str(norm.get("from")), str(norm.get("from")))
@@ -152,10 +150,13 @@ def preprocessing_record(cfg: ModelConfig, checkpoint: str | Path, verification:
                          norm_from=norm_from, classes=classes, classes_from=classes_from)
 
 
-def verification_set(cfg: ModelConfig, checkpoint: str | Path, count: int, data: str | None) -> VerificationData:
-    """The images every graph is verified on: --data, else what the checkpoint was trained on, else the default
-    (see data.verification_data); only these `count` images are decoded."""
-    return verification_data(cfg, count, data, training_data_record(checkpoint) if Path(checkpoint).is_file() else None)
+def verification_set(cfg: ModelConfig, checkpoint: str | Path, count: int, data: str | None,
+                     records: dict[str, dict[str, Any]] | None = None) -> VerificationData:
+    """The images every graph is verified on: --data, else what the checkpoint was trained on (`records`, read
+    from `checkpoint` when not given), else the default (see data.verification_data); only these `count` images
+    are decoded."""
+    records = checkpoint_records(checkpoint) if records is None else records
+    return verification_data(cfg, count, data, records.get("data"))
 
 
 # ---- tracing, finishing, verifying ----
@@ -239,8 +240,9 @@ def export(
     teacher_model = load_teacher(teacher, cfg, model_preset) if teacher is not None else None
     table = table or opscan.load_table()
     specs = plan_graphs(model, sizes, teacher_model)
-    verification = verification_set(cfg, checkpoint, max(verify_images, *sizes), data)
-    preprocessing = preprocessing_record(cfg, checkpoint, verification)
+    records = checkpoint_records(checkpoint)
+    verification = verification_set(cfg, checkpoint, max(verify_images, *sizes), data, records)
+    preprocessing = preprocessing_record(cfg, records, verification)
     if log:
         log(f"verifying on {verification.text}")
         log(preprocessing.summary())

@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 
 from .. import cli_args
-from ..backend import KINDS, graph_runners
+from ..backend import BACKENDS, KINDS, graph_runners
 from ..backend.onnxruntime import pools
 from ..errors import ConfigError, DvitError
 from ..graphset import GraphEntry, GraphSet
@@ -67,7 +67,6 @@ from .timing import (
     slots,
 )
 
-BACKENDS = ("onnxruntime", "tensorrt")
 SEED = 0
 
 
@@ -363,10 +362,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                                                 "TensorRT-RTX as the plans' headers say)")
     cli_args.add_threads(parser, help="CPU threads: ONNX Runtime's intra-op threads and the CPUs the process is pinned "
                                       "to (default: every CPU this process may use)")
-    parser.add_argument("--pool", choices=pools.POOLS, default=None,
-                        help=f"ONNX Runtime's intra-op threads: global (one pool the whole process shares), no-spin "
-                             "(a pool per session whose idle threads sleep) or per-session (ONNX Runtime's own, "
-                             f"spinning); default {pools.DEFAULT_POOL} (make bench compares them)")
+    cli_args.add_pool(parser)
     parser.add_argument("--no-pin", action="store_true", help="do not pin the process to --threads CPUs")
     parser.add_argument("--warmup-s", type=float, default=0.5, help="warm-up per runner, seconds (default 0.5)")
     parser.add_argument("--duration-s", type=float, default=2.0, help="measured time per runner, seconds (default 2)")

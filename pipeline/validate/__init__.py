@@ -47,7 +47,6 @@ from typing import Any
 
 from .. import cli_args
 from ..backend import GraphRunners, graph_runners
-from ..backend.onnxruntime import pools
 from ..backend.onnxruntime.runner import PROVIDERS
 from ..comparison import thresholds
 from ..comparison.driver import batch_consistency, compare
@@ -306,8 +305,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--consistency-samples", type=int, default=256, help="images for the B>1 vs B=1 check (default 256)")
     cli_args.add_threads(p, help="CPU threads for ONNX Runtime and PyTorch (default: theirs; 1 is fastest for small "
                                  "graphs)")
-    p.add_argument("--pool", choices=pools.POOLS, default=None,
-                   help=f"ONNX Runtime's intra-op threads (default {pools.DEFAULT_POOL}; see `dvit latency --help`)")
+    cli_args.add_pool(p)
     cli_args.add_plugin_lib(p, help="engine sets: the DvitTopKGather plugin library (default: the engine set's)")
     p.add_argument(
         "--require", nargs="?", const="auto", default=None, choices=(*thresholds.PROFILES, "auto"),
@@ -338,6 +336,4 @@ def main(args: argparse.Namespace) -> int:
 
 def load_result(path: str | Path) -> dict[str, Any]:
     """Read a validation JSON written by --json (pipeline.results.validation checks its format and sections)."""
-    from ..results.validation import ValidationResult
-
     return ValidationResult.load(path).data
