@@ -130,7 +130,12 @@ def weights_architecture(sd: dict[str, torch.Tensor]) -> dict[str, Any]:
     file holds; the head count is not among it (qkv is [3C, C] for any number of heads)."""
     arch: dict[str, Any] = {}
     proj = sd.get("patch_embed.proj.weight")
-    if proj is not None and proj.ndim == 4:
+    stem = sd.get("patch_embed.conv1.weight")  # LV-ViT's convolutional stem (Token Labeling's '4_2')
+    arch["family"] = "lvvit" if stem is not None or "aux_head.weight" in sd else "deit"
+    if proj is not None and proj.ndim == 4 and stem is not None and stem.ndim == 4:
+        # the stem halves the image, then a patch/2 projection: the grid is img / (2 x its kernel)
+        arch.update(embed_dim=int(proj.shape[0]), in_chans=int(stem.shape[1]), patch_size=2 * int(proj.shape[-1]))
+    elif proj is not None and proj.ndim == 4:
         arch.update(embed_dim=int(proj.shape[0]), in_chans=int(proj.shape[1]), patch_size=int(proj.shape[-1]))
     elif "cls_token" in sd:
         arch["embed_dim"] = int(sd["cls_token"].shape[-1])
@@ -157,22 +162,26 @@ def weights_architecture(sd: dict[str, torch.Tensor]) -> dict[str, Any]:
 def config_architecture(cfg: ModelConfig) -> dict[str, Any]:
     """The same fields as weights_architecture, for a configuration (plus its head count)."""
     return {
-        "embed_dim": cfg.embed_dim, "in_chans": cfg.in_chans, "patch_size": cfg.patch_size, "img_size": cfg.img_size,
+        "family": cfg.family, "embed_dim": cfg.embed_dim, "in_chans": cfg.in_chans, "patch_size": cfg.patch_size, "img_size": cfg.img_size,
         "tokens": cfg.num_patches + 1, "depth": cfg.depth, "mlp_ratio": float(cfg.mlp_ratio),
         "num_classes": cfg.num_classes, "pruning_points": len(cfg.pruning_loc), "num_heads": cfg.num_heads,
     }
 
 
-_ARCH_FIELDS = ("embed_dim", "depth", "num_heads", "patch_size", "img_size", "tokens", "in_chans", "mlp_ratio",
+_ARCH_FIELDS = ("family", "embed_dim", "depth", "num_heads", "patch_size", "img_size", "tokens", "in_chans", "mlp_ratio",
                 "num_classes", "pruning_points")
 
 
 def describe_architecture(arch: dict[str, Any]) -> str:
-    words = {"embed_dim": "embed", "num_heads": "heads", "patch_size": "patch", "img_size": "image",
+    from .config import FAMILY_NAMES
+
+    if "family" in arch:
+        arch = {**arch, "family": FAMILY_NAMES.get(arch["family"], arch["family"])}
+    words = {"family": "","embed_dim": "embed", "num_heads": "heads", "patch_size": "patch", "img_size": "image",
              "in_chans": "channels", "mlp_ratio": "MLP ratio", "num_classes": "classes", "pruning_points": "pruning points"}
     shown = [f for f in _ARCH_FIELDS if f in arch and not (f == "tokens" and "img_size" in arch)]
-    return ", ".join(f"{words.get(f, f)} {arch[f]:g}" if isinstance(arch[f], float) else f"{words.get(f, f)} {arch[f]}"
-                     for f in shown)
+    return ", ".join(f"{words.get(f, f)} {arch[f]:g}".strip() if isinstance(arch[f], float)
+                     else f"{words.get(f, f)} {arch[f]}".strip() for f in shown)
 
 
 def check_architecture(sd: dict[str, torch.Tensor], cfg: ModelConfig, path: str | os.PathLike[str],
@@ -202,10 +211,11 @@ def check_architecture(sd: dict[str, torch.Tensor], cfg: ModelConfig, path: str 
     fix = (f"pass --model {fits[0]}" if len(fits) == 1 else
            f"pass the --model it was trained with ({', '.join(fits)})" if fits else
            "pass the --model the checkpoint was trained with, or the matching checkpoint")
+    hidden = ("num_classes",) if have.get("family") != want["family"] else ("num_classes", "family")
     raise CheckpointError(
         f"checkpoint {path} does not match the model configuration: it holds {file_kind} "
-        f"({describe_architecture({f: have[f] for f in _ARCH_FIELDS if f in have and f != 'num_classes'})}), "
-        f"not '{wanted}' ({describe_architecture({f: want[f] for f in _ARCH_FIELDS if f in want and f not in ('tokens', 'num_classes')})}): {fix}"
+        f"({describe_architecture({f: have[f] for f in _ARCH_FIELDS if f in have and f not in hidden})}), "
+        f"not '{wanted}' ({describe_architecture({f: want[f] for f in _ARCH_FIELDS if f in want and f not in ('tokens', *hidden)})}): {fix}"
     )
 
 

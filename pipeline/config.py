@@ -35,6 +35,11 @@ class ModelConfig:
     pruning_loc: tuple[int, ...] = (3, 6, 9)
     keep_ratio: float = 0.7
     drop_path_rate: float = 0.0
+    # "deit": timm's ViT (one-convolution patch embedding, LayerNorm eps 1e-6, class head only). "lvvit": LV-ViT
+    # (Token Labeling; official models/dylvvit.py): four-convolution stem with BatchNorm ("4_2"), LayerNorm eps 1e-5,
+    # residual branches divided by skip_lam, and an auxiliary token head joining the class head at inference.
+    family: str = "deit"
+    skip_lam: float = 1.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "pruning_loc", tuple(int(p) for p in self.pruning_loc))
@@ -67,7 +72,20 @@ class ModelConfig:
     def is_dense(self) -> bool:
         return not self.pruning_loc
 
+    @property
+    def token_distillation(self) -> str:
+        """What the student's kept tokens are distilled on: the official losses use MSE on DeiT's final tokens and
+        KL on LV-ViT's auxiliary token logits (main.py: DistillDiffPruningLoss_dynamic(mse_token=True|False))."""
+        return "kl" if self.family == "lvvit" else "mse"
+
     def validate(self) -> None:
+        if self.family not in FAMILIES:
+            raise ConfigError(f"unknown model family '{self.family}': one of {', '.join(FAMILIES)}")
+        if self.family == "lvvit" and self.patch_size % 2:
+            raise ConfigError(f"LV-ViT's stem halves the image before a patch_size/2 projection: patch_size "
+                              f"{self.patch_size} must be even")
+        if self.skip_lam <= 0:
+            raise ConfigError(f"skip_lam {self.skip_lam} must be positive (LV-ViT: 2.0)")
         if self.img_size <= 0 or self.patch_size <= 0 or self.img_size % self.patch_size:
             raise ConfigError(
                 f"img_size {self.img_size} is not a positive multiple of patch_size {self.patch_size}: "
@@ -124,6 +142,9 @@ class ModelConfig:
         return d
 
 
+FAMILIES = ("deit", "lvvit")
+FAMILY_NAMES = {"deit": "DeiT", "lvvit": "LV-ViT"}
+
 # Presets. The DeiT ones are the paper's setting (ImageNet, 224x224, 196 tokens, pruning before blocks 3/6/9).
 # fmnist_tiny is sized for the embedded default on a 2-core CPU: 28x28 grey images in 4x4 patches give a
 # 7x7 grid of 49 tokens, pruned to 34, 24 and 16 at rho=0.7.
@@ -135,6 +156,13 @@ PRESETS: dict[str, ModelConfig] = {
     # DeiT-256 exists only in DynamicViT: the official infer.py builds it as VisionTransformerDiffPruning(
     # patch_size=16, embed_dim=256, depth=12, num_heads=4, mlp_ratio=4, qkv_bias=True, pruning_loc=[3, 6, 9]).
     "deit-256": ModelConfig("deit-256", 224, 16, 3, 1000, 256, 12, 4),
+    # LV-ViT as the official infer.py/main.py build it: LVViTDiffPruning(patch_size=16, embed_dim=384|512,
+    # depth=16|20, num_heads=6|8, mlp_ratio=3., p_emb='4_2', skip_lam=2., return_dense=True) with qkv_bias False
+    # (the class default), pruning before blocks 4/8/12 (S) and 5/10/15 (M).
+    "lvvit-s": ModelConfig("lvvit-s", 224, 16, 3, 1000, 384, 16, 6, mlp_ratio=3.0, qkv_bias=False,
+                           pruning_loc=(4, 8, 12), family="lvvit", skip_lam=2.0),
+    "lvvit-m": ModelConfig("lvvit-m", 224, 16, 3, 1000, 512, 20, 8, mlp_ratio=3.0, qkv_bias=False,
+                           pruning_loc=(5, 10, 15), family="lvvit", skip_lam=2.0),
 }
 
 # The official DynamicViT code's --model names (infer.py, main.py) and the presets they are. deit-s and deit-b are
@@ -144,6 +172,8 @@ OFFICIAL_NAMES: dict[str, str] = {
     "deit-256": "deit-256",
     "deit-s": "deit_small_patch16_224",
     "deit-b": "deit_base_patch16_224",
+    "lvvit-s": "lvvit-s",
+    "lvvit-m": "lvvit-m",
 }
 PRESETS.update({alias: PRESETS[name] for alias, name in OFFICIAL_NAMES.items() if alias != name})
 
@@ -161,13 +191,23 @@ def model_config(
     pruning_loc: tuple[int, ...] | None = None,
     num_classes: int | None = None,
     dense: bool = False,
+    img_size: int | None = None,
+    in_chans: int | None = None,
 ) -> ModelConfig:
+    """A preset with what the command line changes: any input size and channel count compose with any
+    architecture (the patch grid follows; ModelConfig.validate says when a size does not divide into patches)."""
     if preset not in PRESETS:
         raise ConfigError(f"unknown model '{preset}': choose one of {preset_names()}")
     cfg = PRESETS[preset]
     changes: dict[str, Any] = {}
     if num_classes is not None:
         changes["num_classes"] = num_classes
+    if img_size is not None:
+        changes["img_size"] = img_size
+    if in_chans is not None:
+        if in_chans < 1:
+            raise ConfigError(f"--in-chans must be at least 1, got {in_chans}")
+        changes["in_chans"] = in_chans
     if dense:
         changes.update(pruning_loc=(), keep_ratio=1.0)
     else:

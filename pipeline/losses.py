@@ -2,7 +2,9 @@
 
 loss = ce * CE(student, y)
      + distill_kl * KL(teacher || student) over class probabilities (batchmean, as F.kl_div computes it)
-     + distill_token * MSE(student tokens, teacher tokens) over the tokens the student keeps
+     + distill_token * token distillation over the tokens the student keeps: MSE of the final tokens (DeiT), or
+       KL(teacher || student) of the auxiliary head's per-token class probabilities (LV-ViT, batchmean over the
+       kept tokens: the official mse_token=False branch)
      + ratio * mean over stages of mean over samples of (mean keep decision - target ratio)^2
 """
 from __future__ import annotations
@@ -47,14 +49,19 @@ def distill_kl_loss(student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
     )
 
 
-def token_distill_loss(student_tokens: Tensor, teacher_tokens: Tensor, keep_mask: Tensor) -> Tensor:
-    """MSE over the tokens still kept at the end; zero when nothing is kept."""
+def token_distill_loss(student_tokens: Tensor, teacher_tokens: Tensor, keep_mask: Tensor, kind: str = "mse") -> Tensor:
+    """MSE (kind 'mse') or KL over class logits (kind 'kl') on the tokens still kept at the end; zero when nothing
+    is kept."""
     B, N, C = student_tokens.shape
     keep = keep_mask.reshape(B * N) > 0.5
     if not bool(keep.any()):
         return student_tokens.new_zeros(())
     s = student_tokens.reshape(B * N, C)[keep]
     t = teacher_tokens.reshape(B * N, C)[keep]
+    if kind == "kl":
+        return distill_kl_loss(s, t)
+    if kind != "mse":
+        raise ValueError(f"token distillation is 'mse' or 'kl', not {kind!r}")
     return ((s - t) ** 2).mean()
 
 
@@ -67,13 +74,14 @@ def dynamicvit_loss(
     weights: LossWeights,
     label_smoothing: float = 0.0,
     ce: Callable[[Tensor, Tensor], Tensor] | None = None,
+    token_kind: str = "mse",
 ) -> LossTerms:
     """`labels` are class indices, or soft targets [B, K] after Mixup/CutMix; `ce` is the classification loss
     to use for them (the official code wraps timm's SoftTargetCrossEntropy the same way), else cross-entropy
-    with `label_smoothing`."""
+    with `label_smoothing`. `token_kind` is the model family's token distillation (ModelConfig.token_distillation)."""
     ce_term = ce(out.logits, labels) if ce is not None else F.cross_entropy(out.logits, labels, label_smoothing=label_smoothing)
     kl = distill_kl_loss(out.logits, teacher_logits)
-    tok = token_distill_loss(out.tokens, teacher_tokens, out.keep_mask)
+    tok = token_distill_loss(out.tokens, teacher_tokens, out.keep_mask, token_kind)
     ratio = keep_ratio_loss(out.decisions, stage_ratios)
     total = weights.ce * ce_term + weights.distill_kl * kl + weights.distill_token * tok + weights.ratio * ratio
     return LossTerms(total, ce_term, kl, tok, ratio)

@@ -1,7 +1,9 @@
-"""DynamicViT (Rao et al., NeurIPS 2021) on a timm-compatible ViT/DeiT backbone.
+"""DynamicViT (Rao et al., NeurIPS 2021) on a timm-compatible ViT/DeiT backbone, and on LV-ViT.
 
-Parameter names equal timm's VisionTransformer and the official VisionTransformerDiffPruning, so timm/DeiT
-and official DynamicViT state dicts load as they are. The forward pass is split into stage functions
+Parameter names equal timm's VisionTransformer and the official VisionTransformerDiffPruning (DeiT family) and the
+official LVViTDiffPruning (LV-ViT family: Token Labeling's model), so timm/DeiT, Token Labeling and official
+DynamicViT state dicts load as they are. The LV-ViT family differs only where its ModelConfig says (family,
+skip_lam, qkv_bias): its stem, LayerNorm eps, scaled residuals and the auxiliary token head. The forward pass is split into stage functions
 (embed, run_blocks, score_tokens, select_tokens, classify) because export cuts the graph at exactly
 those seams: the ONNX subgraphs and this module must compute the same thing.
 """
@@ -77,26 +79,65 @@ class DropPath(nn.Module):
         return x * mask / keep
 
 
+def norm_eps(cfg: ModelConfig) -> float:
+    """timm's ViT builds its LayerNorms with eps 1e-6; LV-ViT keeps nn.LayerNorm's default 1e-5."""
+    return 1e-5 if cfg.family == "lvvit" else 1e-6
+
+
 class Block(nn.Module):
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, qkv_bias: bool, drop_path: float) -> None:
+    """Pre-norm transformer block. LV-ViT divides both residual branches by skip_lam (2.0 in its releases)."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, qkv_bias: bool, drop_path: float,
+                 eps: float = 1e-6, skip_lam: float = 1.0) -> None:
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.norm1 = nn.LayerNorm(dim, eps=eps)
         self.attn = Attention(dim, num_heads, qkv_bias)
-        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.norm2 = nn.LayerNorm(dim, eps=eps)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
         self.drop_path = DropPath(drop_path)
+        self.skip_lam = skip_lam
 
     def forward(self, x: Tensor, policy: Tensor | None = None) -> Tensor:
-        x = x + self.drop_path(self.attn(self.norm1(x), policy))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+        if self.skip_lam == 1.0:
+            x = x + self.drop_path(self.attn(self.norm1(x), policy))
+            return x + self.drop_path(self.mlp(self.norm2(x)))
+        x = x + self.drop_path(self.attn(self.norm1(x), policy)) / self.skip_lam
+        return x + self.drop_path(self.mlp(self.norm2(x))) / self.skip_lam
 
 
 class PatchEmbed(nn.Module):
+    """timm's patch embedding: one patch_size x patch_size convolution with that stride."""
+
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.proj = nn.Conv2d(cfg.in_chans, cfg.embed_dim, kernel_size=cfg.patch_size, stride=cfg.patch_size)
 
     def forward(self, x: Tensor) -> Tensor:
+        return self.proj(x).flatten(2).transpose(1, 2)
+
+
+class ConvStem(nn.Module):
+    """LV-ViT's '4_2' patch embedding: a 7x7 stride-2 convolution and two 3x3 ones (64 channels, BatchNorm, ReLU)
+    at half resolution, then a (patch_size/2)-sized projection with that stride, so the grid is img/patch as in
+    timm's. Attribute names are Token Labeling's (conv1, bn1, ..., proj), so its checkpoints load as they are."""
+
+    width = 64
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        w, half = self.width, cfg.patch_size // 2
+        self.conv1 = nn.Conv2d(cfg.in_chans, w, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(w)
+        self.conv2 = nn.Conv2d(w, w, kernel_size=3, stride=1, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(w)
+        self.conv3 = nn.Conv2d(w, w, kernel_size=3, stride=1, padding=1, bias=False)
+        self.bn3 = nn.BatchNorm2d(w)
+        self.proj = nn.Conv2d(w, cfg.embed_dim, kernel_size=half, stride=half)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = F.relu(self.bn2(self.conv2(x)))
+        x = F.relu(self.bn3(self.conv3(x)))
         return self.proj(x).flatten(2).transpose(1, 2)
 
 
@@ -179,10 +220,16 @@ def select_tokens(tokens: Tensor, keep_scores: Tensor, k: int) -> tuple[Tensor, 
 
 @dataclass
 class TrainOutput:
-    logits: Tensor
-    tokens: Tensor  # final normed patch tokens [B, N, C] (no physical pruning while training)
+    logits: Tensor  # the class head's (LV-ViT: without the auxiliary head, as the official distillation uses it)
+    # What token distillation compares, for every patch token (no physical pruning while training): the final
+    # normed patch tokens [B, N, C] (DeiT), or LV-ViT's auxiliary head logits on them [B, N, classes].
+    tokens: Tensor
     keep_mask: Tensor  # last stage's keep decision [B, N, 1], detached
     decisions: list[Tensor]  # each stage's keep decision [B, N]
+    # The inference rule's logits over every token (LV-ViT: cls + 0.5 * max of the auxiliary logits): what a dense
+    # model trains on with cross-entropy (the official LV-ViT returns it when not distilling). Equals `logits`
+    # for DeiT.
+    dense_prediction: Tensor
 
 
 @dataclass
@@ -202,23 +249,25 @@ class DynamicViT(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        C = cfg.embed_dim
-        self.patch_embed = PatchEmbed(cfg)
+        C, eps = cfg.embed_dim, norm_eps(cfg)
+        self.patch_embed: nn.Module = ConvStem(cfg) if cfg.family == "lvvit" else PatchEmbed(cfg)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, C))
         self.pos_embed = nn.Parameter(torch.zeros(1, cfg.num_patches + 1, C))
         dpr = torch.linspace(0, cfg.drop_path_rate, cfg.depth).tolist()
         self.blocks = nn.ModuleList(
-            Block(C, cfg.num_heads, cfg.mlp_ratio, cfg.qkv_bias, dpr[i]) for i in range(cfg.depth)
+            Block(C, cfg.num_heads, cfg.mlp_ratio, cfg.qkv_bias, dpr[i], eps, cfg.skip_lam) for i in range(cfg.depth)
         )
-        self.norm = nn.LayerNorm(C, eps=1e-6)
+        self.norm = nn.LayerNorm(C, eps=eps)
         self.head = nn.Linear(C, cfg.num_classes)
+        # LV-ViT's token head (the official return_dense=True): class logits for every patch token.
+        self.aux_head = nn.Linear(C, cfg.num_classes) if cfg.family == "lvvit" else None
         self.score_predictor = nn.ModuleList(PredictorLG(C) for _ in cfg.pruning_loc)
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
         self.apply(self._init_weights)
 
     @staticmethod
-    def _init_weights(m: nn.Module) -> None:
+    def _init_weights(m: nn.Module) -> None:  # convolutions and BatchNorm keep PyTorch's, as in the official code
         if isinstance(m, nn.Linear):
             nn.init.trunc_normal_(m.weight, std=0.02)
             if m.bias is not None:
@@ -253,7 +302,17 @@ class DynamicViT(nn.Module):
         return predictor.keep_margin(tokens[:, 1:])
 
     def classify(self, x: Tensor) -> Tensor:
-        return self.head(self.norm(x)[:, 0])
+        """Logits from the last stage's tokens. LV-ViT adds half the auxiliary head's maximum over the tokens
+        present (the kept ones), as the official inference does: final = cls + 0.5 * max(aux)."""
+        x = self.norm(x)
+        logits = self.head(x[:, 0])
+        if self.aux_head is not None:
+            logits = logits + 0.5 * self.aux_head(x[:, 1:]).max(dim=1).values
+        return logits
+
+    def distilled_tokens(self, normed: Tensor) -> Tensor:
+        """What token distillation compares: the normed patch tokens, or LV-ViT's auxiliary logits on them."""
+        return normed if self.aux_head is None else self.aux_head(normed)
 
     # ---- whole-model passes ----
     def forward(self, images: Tensor, gumbel_noise: list[Tensor] | None = None) -> Tensor | TrainOutput:
@@ -277,13 +336,16 @@ class DynamicViT(nn.Module):
                 policy = torch.cat([x.new_ones(B, 1, 1), prev], dim=1)
             x = self.run_blocks(x, start, end, policy)
         x = self.norm(x)
-        return TrainOutput(self.head(x[:, 0]), x[:, 1:], prev.detach(), decisions)
+        logits, tokens = self.head(x[:, 0]), self.distilled_tokens(x[:, 1:])
+        dense_prediction = logits if self.aux_head is None else logits + 0.5 * tokens.max(dim=1).values
+        return TrainOutput(logits, tokens, prev.detach(), decisions, dense_prediction)
 
     def forward_teacher(self, images: Tensor) -> tuple[Tensor, Tensor]:
-        """Dense pass returning logits and final normed patch tokens: the distillation targets."""
+        """Dense pass returning the class head's logits and the distilled tokens: the distillation targets
+        (the official LVViT_Teacher returns its class and auxiliary logits the same way)."""
         x = self.run_blocks(self.embed(images), 0, self.cfg.depth)
         x = self.norm(x)
-        return self.head(x[:, 0]), x[:, 1:]
+        return self.head(x[:, 0]), self.distilled_tokens(x[:, 1:])
 
     def forward_inference(self, images: Tensor) -> InferenceOutput:
         """Hard pruning with static top-k: the computation the exported graphs and engines perform."""

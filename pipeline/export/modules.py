@@ -46,6 +46,8 @@ class StageModule(nn.Module):
         if self.is_last:
             self.norm = model.norm
             self.head = model.head
+            if model.aux_head is not None:
+                self.aux_head = model.aux_head
 
     def forward(self, x: Tensor) -> Tensor | tuple[Tensor, Tensor]:
         m = self.model

@@ -161,12 +161,13 @@ def train(
         """One micro-batch's loss and its terms (detached) for the log."""
         if teacher is None:
             o: TrainOutput = ddp_model(xs)
-            loss = classification(o.logits, target)
+            loss = classification(o.dense_prediction, target)
             return loss, {"total": loss.detach(), "ce": loss.detach()}
         with torch.no_grad():
             t_logits, t_tokens = teacher.forward_teacher(xs)
         o = ddp_model(xs, [n.to(device) for n in noise])
-        lt = dynamicvit_loss(o, target, t_logits, t_tokens, model_cfg.stage_ratios, cfg.loss, ce=classification)
+        lt = dynamicvit_loss(o, target, t_logits, t_tokens, model_cfg.stage_ratios, cfg.loss, ce=classification,
+                             token_kind=model_cfg.token_distillation)
         terms = {k: v.detach() for k, v in vars(lt).items()}
         terms["kept"] = o.decisions[-1].mean().detach()  # last stage's kept fraction
         return lt.total, terms
