@@ -7,7 +7,9 @@ loss weights CE 1, KL 0.5, token MSE 0.5, keep ratio 2.0, no gradient clipping, 
 recipe through timm: RandomResizedCrop with bicubic resize, flip, RandAugment rand-m9-mstd0.5-inc1, random
 erasing 0.25 (pixel), Mixup 0.8 / CutMix 1.0 with label smoothing 0.1, evaluation at the 0.875 crop,
 ImageNet mean/std. The learning rate scales linearly with the global batch (lr x batch / 1024) unless --lr
-is given.
+is given. The official README trains deit-256, deit-s, lvvit-s and lvvit-m with exactly these settings, and deit-b
+with --drop_path 0.2 --ratio_weight 5.0 (MODEL_SETTINGS); LV-ViT's token distillation is KL instead of MSE,
+which its ModelConfig says (token_distillation), not the recipe.
 
 'small' is what trains the embedded default well on 2 CPU cores: pad-and-shift crop and flip in memory.
 """
@@ -53,15 +55,38 @@ SMALL = Recipe(
 
 RECIPES: dict[str, Recipe] = {r.name: r for r in (SMALL, DEIT)}
 
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """What a recipe changes for one model of the official zoo: its keep-ratio loss weight and drop-path rate."""
+
+    ratio_weight: float | None = None
+    drop_path_rate: float | None = None
+
+
+# Per model, from the official README's training commands (raoyongming/DynamicViT at 1322e62): only deit-b differs.
+MODEL_SETTINGS: dict[str, dict[str, ModelSettings]] = {
+    "deit": {
+        "deit-b": ModelSettings(ratio_weight=5.0, drop_path_rate=0.2),
+        "deit_base_patch16_224": ModelSettings(ratio_weight=5.0, drop_path_rate=0.2),
+    },
+}
+
+
+def model_settings(recipe: str, model: str) -> ModelSettings:
+    """The recipe's settings for `model` (none where the recipe has no special case for it)."""
+    return MODEL_SETTINGS.get(recipe, {}).get(model, ModelSettings())
+
 AUG_FIELDS = {f.name for f in dataclasses.fields(AugmentConfig)}
 TIMM_ONLY = ("auto_augment", "re_prob", "mixup", "cutmix")
 LOSS_FIELDS = {"w_ce": "ce", "w_distill": "distill_kl", "w_token": "distill_token", "w_ratio": "ratio"}
 
 
-def train_config(recipe: str, overrides: dict[str, Any]) -> tuple[TrainConfig, str]:
+def train_config(recipe: str, overrides: dict[str, Any], model: str | None = None) -> tuple[TrainConfig, str]:
     """The recipe's TrainConfig with every non-None override applied, and a line saying how lr was chosen.
 
-    Override keys are TrainConfig fields, AugmentConfig fields, or w_ce/w_distill/w_token/w_ratio.
+    Override keys are TrainConfig fields, AugmentConfig fields, or w_ce/w_distill/w_token/w_ratio. `model` (the
+    --model name) picks the recipe's settings for that model (model_settings) below the overrides.
     """
     if recipe not in RECIPES:
         raise ConfigError(f"unknown recipe '{recipe}': choose one of {', '.join(RECIPES)}")
@@ -74,7 +99,11 @@ def train_config(recipe: str, overrides: dict[str, Any]) -> tuple[TrainConfig, s
     if aug.policy != "timm":  # leaving timm's policy drops its parts, unless asked for by name (validate then says no)
         plain = AugmentConfig()
         aug = dataclasses.replace(aug, **{k: getattr(plain, k) for k in TIMM_ONLY if k not in given})
-    loss = dataclasses.replace(r.config.loss, **{LOSS_FIELDS[k]: v for k, v in given.items() if k in LOSS_FIELDS})
+    loss = r.config.loss
+    special = model_settings(recipe, model) if model is not None else ModelSettings()
+    if special.ratio_weight is not None:
+        loss = dataclasses.replace(loss, ratio=special.ratio_weight)
+    loss = dataclasses.replace(loss, **{LOSS_FIELDS[k]: v for k, v in given.items() if k in LOSS_FIELDS})
     top = {k: v for k, v in given.items() if k not in AUG_FIELDS and k not in LOSS_FIELDS}
     cfg = dataclasses.replace(r.config, **top, aug=aug, loss=loss)
     if "lr" in given or r.lr_ref_batch is None:
