@@ -38,10 +38,23 @@ def test_token_mse_counts_only_kept_tokens() -> None:
     assert token_distill_loss(s, t, torch.zeros_like(mask)).item() == 0.0
 
 
+def test_token_kl_is_batchmean_over_the_kept_tokens_only() -> None:
+    """LV-ViT's token distillation: KL(teacher || student) of each kept token's class distribution, averaged over
+    the kept tokens (F.kl_div's batchmean over the rows it is given, as the official loss calls it)."""
+    s = torch.zeros(1, 3, 2)  # uniform student
+    t = torch.tensor([[[math.log(0.8), math.log(0.2)], [9.0, -9.0], [math.log(0.5), math.log(0.5)]]])
+    mask = torch.tensor([[[1.0], [0.0], [1.0]]])
+    kl_08 = 0.8 * math.log(1.6) + 0.2 * math.log(0.4)
+    assert token_distill_loss(s, t, mask, "kl").item() == pytest.approx((kl_08 + 0.0) / 2, rel=1e-6)
+    assert token_distill_loss(s, t, torch.zeros_like(mask), "kl").item() == 0.0
+    with pytest.raises(ValueError, match="'mse' or 'kl'"):
+        token_distill_loss(s, t, mask, "l1")
+
+
 def test_total_is_the_weighted_sum() -> None:
     logits = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
     labels = torch.tensor([0, 0])
-    out = TrainOutput(logits, torch.ones(2, 2, 3), torch.ones(2, 2, 1), [torch.tensor([[1.0, 0.0], [1.0, 1.0]])])
+    out = TrainOutput(logits, torch.ones(2, 2, 3), torch.ones(2, 2, 1), [torch.tensor([[1.0, 0.0], [1.0, 1.0]])], logits)
     w = LossWeights(ce=1.0, distill_kl=0.5, distill_token=0.5, ratio=2.0)
     terms = dynamicvit_loss(out, labels, torch.zeros(2, 2), torch.zeros(2, 2, 3), [0.5], w)
     ce = (math.log(1 + math.exp(-2)) + math.log(1 + math.exp(1))) / 2

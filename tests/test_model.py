@@ -194,3 +194,68 @@ def test_keep_margin_ranks_like_the_keep_log_probability_without_saturated_ties(
         logp_keep, margin = pred(x)[:, :, 0], pred.keep_margin(x)
     torch.testing.assert_close(logp_keep, -torch.nn.functional.softplus(-margin), atol=1e-6, rtol=1e-5)
     assert torch.equal(logp_keep.argsort(dim=1, descending=True), margin.argsort(dim=1, descending=True))
+
+
+LV_TINY = model_config("lvvit-s").replace(name="lv-tiny", img_size=32, num_classes=7, embed_dim=32, depth=4,
+                                          num_heads=2, pruning_loc=(1, 2, 3))
+
+
+def test_lvvit_stem_keeps_the_patch_grid_and_the_official_names() -> None:
+    for img, patch in ((32, 8), (64, 16), (96, 16)):
+        cfg = LV_TINY.replace(img_size=img, patch_size=patch)
+        m = _model(cfg)
+        assert m.patch_embed(torch.randn(2, 3, img, img)).shape == (2, (img // patch) ** 2, 32)
+        assert m.patch_embed.proj.kernel_size == (patch // 2, patch // 2)
+    keys = set(_model(LV_TINY).state_dict())
+    assert {"patch_embed.conv1.weight", "patch_embed.bn3.running_var", "aux_head.weight"} <= keys
+    assert "blocks.0.attn.qkv.bias" not in keys and "patch_embed.conv1.bias" not in keys
+    assert _model(LV_TINY).blocks[0].norm1.eps == 1e-5 and _model(TINY).blocks[0].norm1.eps == 1e-6
+    with pytest.raises(ConfigError, match="patch_size 7 must be even"):
+        LV_TINY.replace(patch_size=7, img_size=28)
+
+
+def test_lvvit_residuals_are_divided_by_skip_lam() -> None:
+    blk = _model(LV_TINY).blocks[0]
+    assert blk.skip_lam == 2.0
+    x = torch.randn(2, 5, 32)
+    with torch.no_grad():
+        h = x + blk.attn(blk.norm1(x)) / 2.0
+        want = h + blk.mlp(blk.norm2(h)) / 2.0
+        torch.testing.assert_close(blk(x), want)
+
+
+def test_lvvit_inference_adds_half_the_aux_maximum_over_the_kept_tokens_only() -> None:
+    m = _model(LV_TINY, seed=3)
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        out = m.forward_inference(x)
+        # the last stage's tokens: rerun the stages on the kept tokens and take the heads by hand
+        t = m.embed(x)
+        for s, (start, end) in enumerate(m.stage_bounds()):
+            if s > 0:
+                idx = out.kept_indices[s - 1]
+                rows = torch.cat([torch.zeros_like(idx[:, :1]), idx + 1], dim=1)
+                t = torch.gather(t, 1, rows.unsqueeze(-1).expand(-1, -1, t.shape[-1]))
+            t = m.run_blocks(t, start, end)
+        n = m.norm(t)
+        assert n.shape[1] == LV_TINY.keep_counts[-1] + 1
+        want = m.head(n[:, 0]) + 0.5 * m.aux_head(n[:, 1:]).amax(dim=1)
+    torch.testing.assert_close(out.logits, want)
+    assert not torch.allclose(out.logits, m.head(n[:, 0]))  # the auxiliary term is there
+
+
+def test_lvvit_training_distils_aux_logits_and_a_dense_model_trains_on_the_inference_rule() -> None:
+    m = _model(LV_TINY)  # eval: BatchNorm uses its running statistics in both passes
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        o = m.forward_train(x)
+        assert o.tokens.shape == (2, LV_TINY.num_patches, 7) and o.logits.shape == (2, 7)
+        dense = _model(LV_TINY.as_dense())
+        d = dense.forward_train(x)
+        torch.testing.assert_close(d.dense_prediction, dense.forward_inference(x).logits)
+        t_logits, t_tokens = dense.forward_teacher(x)
+        torch.testing.assert_close(t_logits, d.logits)
+        torch.testing.assert_close(t_tokens, d.tokens)
+    assert LV_TINY.token_distillation == "kl" and TINY.token_distillation == "mse"
+    deit = _model(TINY).forward_train(torch.randn(2, 1, 28, 28))
+    assert deit.tokens.shape == (2, TINY.num_patches, 32) and torch.equal(deit.dense_prediction, deit.logits)
