@@ -189,6 +189,7 @@ pipeline: student export precision plugin-pass validate
 bench: setup
 	$(PY) benchmarks/bench_tradeoff.py
 	$(PY) benchmarks/bench_ort_pools.py
+	$(PY) benchmarks/bench_model_zoo.py
 	$(PY) benchmarks/bench_loader.py
 	$(PY) benchmarks/bench_train_memory.py
 	$(MAKE) --no-print-directory bench-plugins
