@@ -1,0 +1,606 @@
+#!/usr/bin/env python3
+"""Parity of dvit-edge's models with the official DynamicViT code (raoyongming/DynamicViT).
+
+    python tools/parity_official.py --official /tmp/dynamicvit-official \\
+        [--models deit-256,deit-s,deit-b,lvvit-s,lvvit-m] [--images 8] [--real-images 4] [--keep-ratio 0.7] \\
+        [--seed 0] [--reduced] [--predictor-gain 16] [--json OUT.json]
+
+--official is the root of a checkout of the official repository (models/dyvit.py and models/dylvvit.py; imgs/ for
+the real images). From a bare mirror: `mkdir /tmp/dynamicvit-official && git --git-dir=<mirror> archive HEAD models imgs
+| tar -x -C /tmp/dynamicvit-official` (naming the paths: archiving the whole tree stops at a blob the mirror lacks,
+figs/video.gif, before models/ is written).
+
+For each official name, the official model is built as its infer.py builds it (VisionTransformerDiffPruning for
+deit-256/deit-s/deit-b, LVViTDiffPruning for lvvit-s/lvvit-m; token_ratio [rho, rho^2, rho^3]) and given seeded random
+weights drawn like trained ones (LayerNorm/BatchNorm affine near 1/0, BatchNorm running statistics away from 0/1,
+non-zero biases, prediction modules large enough that the keep scores spread out without saturating the
+log-softmax). Its state dict is saved as an official checkpoint ({'model': state_dict}) and loaded with OUR loader,
+pipeline.checkpoint.load_model(path, preset=name, keep_ratio=rho); missing or unexpected keys are reported. Both
+models then run the same images in eval mode: --images seeded randn images and --real-images of the official
+imgs/*.jpg (shorter side resized to the input size with bicubic filtering, centre-cropped, ImageNet mean/std).
+
+Reported per name: max |logit difference|, its ratio to the logit scale (max |official logit|), top-1 agreement,
+and for each pruning stage the fraction of images whose kept SET of patch-grid positions is identical, with the
+smallest gap (official log p(keep)) between the last kept and the first dropped token (a near-tie there makes
+a set difference a rounding matter, not a semantic one). The official kept indices come from the model itself:
+the `utils.batch_index_select` the tool provides records the keep_policy of each pruning stage (LV-ViT's
+viz_mode=True decisions are checked against the record; the DeiT class has no viz_mode), and are composed across
+stages into grid positions as our kept_patch_ids are. For each image whose sets differ, the first stage that differs
+is reported and whether our set is one the official code may keep there: the official ranking is a torch.argsort
+(not stable) of log p(keep), which float32 rounds to exactly 0.0 for confident tokens, so among tokens tied at the
+boundary the official choice is unspecified (--predictor-gain 400 drives the prediction modules into that regime).
+
+The official models import `utils.batch_index_select` (its utils.py needs torch._six, gone from today's torch, and
+tensorboardX), so the tool puts its own module `utils` into sys.modules while importing them, and
+`timm.models.layers` is aliased to `timm.layers` when a timm lacks the old path.
+
+--reduced: a quick check on the same code paths with 4 blocks, pruning before blocks 1, 2, 3; LV-ViT on 64x64 images,
+DeiT on 224x224 ones (the official VisionTransformerDiffPruning.forward hard-codes the 14x14 grid,
+init_n = 14 * 14). Ours is the official name's preset with those changes, registered in pipeline.config.PRESETS for
+the loader while the check runs.
+
+Prints a Markdown table; --json writes the figures. Exit status 0 when every name matches (max |logit difference|
+within 1e-4 of the logit scale, every kept set identical, every key mapped), 1 otherwise, 2 on a usage error.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import io
+import json
+import platform
+import sys
+import tempfile
+import time
+import types
+import warnings
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+import torch
+from torch import Tensor, nn
+
+OFFICIAL_NAMES = ("deit-256", "deit-s", "deit-b", "lvvit-s", "lvvit-m")
+REQUIRED_FILES = ("models/dyvit.py", "models/dylvvit.py")
+LOGIT_TOL = 1e-4  # max |logit difference| / logit scale
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# What the official infer.py builds for each name (besides pruning_loc and token_ratio).
+OFFICIAL_BUILD: dict[str, tuple[str, dict[str, Any], list[int]]] = {
+    "deit-256": ("deit", {"patch_size": 16, "embed_dim": 256, "depth": 12, "num_heads": 4, "mlp_ratio": 4,
+                          "qkv_bias": True}, [3, 6, 9]),
+    "deit-s": ("deit", {"patch_size": 16, "embed_dim": 384, "depth": 12, "num_heads": 6, "mlp_ratio": 4,
+                        "qkv_bias": True}, [3, 6, 9]),
+    "deit-b": ("deit", {"patch_size": 16, "embed_dim": 768, "depth": 12, "num_heads": 12, "mlp_ratio": 4,
+                        "qkv_bias": True}, [3, 6, 9]),
+    "lvvit-s": ("lvvit", {"patch_size": 16, "embed_dim": 384, "depth": 16, "num_heads": 6, "mlp_ratio": 3.0,
+                          "p_emb": "4_2", "skip_lam": 2.0, "return_dense": True, "mix_token": True}, [4, 8, 12]),
+    "lvvit-m": ("lvvit", {"patch_size": 16, "embed_dim": 512, "depth": 20, "num_heads": 8, "mlp_ratio": 3.0,
+                          "p_emb": "4_2", "skip_lam": 2.0, "return_dense": True, "mix_token": True}, [5, 10, 15]),
+}
+REDUCED_DEPTH = 4
+REDUCED_PRUNING_LOC = [1, 2, 3]
+REDUCED_IMG = {"deit": 224, "lvvit": 64}
+
+
+class ToolError(Exception):
+    """A usage problem: printed as one line, exit status 2."""
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The `utils` module the official models import
+# ---------------------------------------------------------------------------------------------------------------
+def batch_index_select(x: Tensor, idx: Tensor) -> Tensor:
+    """Rows of x picked per batch element: x [B, N, C] or [B, N], idx [B, k] (long) -> [B, k, C] or [B, k],
+    out[b, j] = x[b, idx[b, j]]."""
+    if idx.dim() != 2 or idx.shape[0] != x.shape[0]:
+        raise ValueError(f"idx must be [B, k] with B = {x.shape[0]}, got {tuple(idx.shape)}")
+    if x.dim() == 3:
+        return torch.gather(x, 1, idx.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+    if x.dim() == 2:
+        return torch.gather(x, 1, idx)
+    raise ValueError(f"x must be [B, N, C] or [B, N], got {tuple(x.shape)}")
+
+
+class SelectRecorder:
+    """Records every batch_index_select call the official models make while active."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[tuple[int, ...], Tensor]] | None = None
+
+    def __call__(self, x: Tensor, idx: Tensor) -> Tensor:
+        if self.calls is not None:
+            self.calls.append((tuple(x.shape), idx.detach().clone()))
+        return batch_index_select(x, idx)
+
+    @contextlib.contextmanager
+    def recording(self):
+        self.calls = []
+        try:
+            yield self.calls
+        finally:
+            self.calls = None
+
+
+RECORDER = SelectRecorder()
+
+
+def make_utils_module() -> types.ModuleType:
+    mod = types.ModuleType("utils", "dvit-edge stand-in for the official DynamicViT utils.py (batch_index_select only)")
+    mod.batch_index_select = RECORDER  # type: ignore[attr-defined]
+    return mod
+
+
+def check_checkout(path: str | Path) -> Path:
+    root = Path(path)
+    missing = [f for f in REQUIRED_FILES if not (root / f).is_file()]
+    if missing:
+        raise ToolError(
+            f"{root} is not a checkout of the official DynamicViT repository (no {' or '.join(missing)}): make one with "
+            "'mkdir /tmp/dynamicvit-official && git --git-dir=<mirror of raoyongming/DynamicViT> archive HEAD "
+            "models imgs | tar -x -C /tmp/dynamicvit-official' (or clone https://github.com/raoyongming/DynamicViT) "
+            "and pass its root to --official"
+        )
+    return root
+
+
+def timm_layers_note() -> str:
+    """The official models import timm.models.layers; alias it to timm.layers where this timm lacks it."""
+    import timm
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            import timm.models.layers
+        return f"timm {timm.__version__}: timm.models.layers present (deprecated alias of timm.layers), no shim"
+    except ImportError:
+        import timm.layers
+
+        sys.modules["timm.models.layers"] = timm.layers
+        return f"timm {timm.__version__}: timm.models.layers missing, aliased to timm.layers"
+
+
+def import_official(root: Path) -> tuple[types.ModuleType, types.ModuleType, str]:
+    """models/dyvit.py and models/dylvvit.py of the checkout, imported under private names with the tool's
+    `utils` in sys.modules (the previous `utils`, if any, is restored afterwards)."""
+    import importlib.util
+
+    note = timm_layers_note()
+    saved = sys.modules.get("utils")
+    sys.modules["utils"] = make_utils_module()
+    mods = []
+    try:
+        for rel in REQUIRED_FILES:
+            name = "dynamicvit_official_" + Path(rel).stem
+            spec = importlib.util.spec_from_file_location(name, root / rel)
+            assert spec is not None and spec.loader is not None
+            mod = importlib.util.module_from_spec(spec)
+            sys.modules[name] = mod
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)
+                spec.loader.exec_module(mod)
+            mods.append(mod)
+    finally:
+        if saved is None:
+            sys.modules.pop("utils", None)
+        else:
+            sys.modules["utils"] = saved
+    return mods[0], mods[1], note
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Models and weights
+# ---------------------------------------------------------------------------------------------------------------
+def official_spec(name: str, rho: float, reduced: bool) -> tuple[str, dict[str, Any], int]:
+    family, kwargs, locs = OFFICIAL_BUILD[name]
+    kwargs = dict(kwargs, pruning_loc=list(locs), token_ratio=[rho, rho**2, rho**3])
+    img = 224
+    if reduced:
+        img = REDUCED_IMG[family]
+        kwargs.update(depth=REDUCED_DEPTH, pruning_loc=list(REDUCED_PRUNING_LOC), img_size=img)
+    if family == "lvvit":
+        kwargs["viz_mode"] = True
+    return family, kwargs, img
+
+
+def build_official(dyvit: types.ModuleType, dylvvit: types.ModuleType, family: str, kwargs: dict[str, Any]) -> nn.Module:
+    cls = dyvit.VisionTransformerDiffPruning if family == "deit" else dylvvit.LVViTDiffPruning
+    with contextlib.redirect_stdout(io.StringIO()):  # the DeiT class prints '## diff vit pruning method'
+        return cls(**kwargs)
+
+
+@torch.no_grad()
+def randomize_(model: nn.Module, seed: int, predictor_gain: float = 16.0) -> None:
+    """Weights drawn like trained ones, from a seeded generator: linear and convolution weights of unit gain
+    (std 1/sqrt(fan_in)) with non-zero biases, LayerNorm/BatchNorm affine near 1/0, BatchNorm running statistics
+    away from 0/1, position embedding and class token of std 0.2, and each prediction module's last layer scaled
+    (predictor_gain, in units of 1/sqrt(fan_in)) so that the keep-drop margin spreads over a few units: at the
+    default 16, distinct keep log-probabilities that float32's log-softmax does not round to 0.0."""
+    g = torch.Generator().manual_seed(seed)
+
+    def normal_(t: Tensor, std: float, mean: float = 0.0) -> None:
+        t.copy_(torch.randn(t.shape, generator=g) * std + mean)
+
+    for mname, m in model.named_modules():
+        if isinstance(m, nn.Linear):
+            last = mname.startswith("score_predictor") and m.out_features == 2
+            gain = predictor_gain if last else 1.0
+            normal_(m.weight, gain / m.in_features**0.5)
+            if m.bias is not None:
+                normal_(m.bias, 0.05)
+        elif isinstance(m, nn.Conv2d):
+            fan_in = m.in_channels // m.groups * m.kernel_size[0] * m.kernel_size[1]
+            normal_(m.weight, 1.0 / fan_in**0.5)
+            if m.bias is not None:
+                normal_(m.bias, 0.05)
+        elif isinstance(m, nn.LayerNorm):
+            normal_(m.weight, 0.1, 1.0)
+            normal_(m.bias, 0.05)
+        elif isinstance(m, nn.BatchNorm2d):
+            normal_(m.weight, 0.1, 1.0)
+            normal_(m.bias, 0.1)
+            assert m.running_mean is not None and m.running_var is not None
+            normal_(m.running_mean, 0.2)
+            m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) * 1.5 + 0.5)
+            if m.num_batches_tracked is not None:
+                m.num_batches_tracked.fill_(1000)
+    for pname in ("cls_token", "pos_embed"):
+        normal_(getattr(model, pname), 0.2)
+    unknown = [n for n, mod in model.named_modules()
+               if not list(mod.children()) and list(mod.parameters(recurse=False))
+               and not isinstance(mod, (nn.Linear, nn.Conv2d, nn.LayerNorm, nn.BatchNorm2d))]
+    if unknown:
+        raise RuntimeError(f"randomize_ does not know how to draw {unknown}")
+
+
+def our_preset(name: str, rho: float, reduced: bool, img: int) -> tuple[str, Any]:
+    """The preset name our loader is given, and the configuration the official build corresponds to."""
+    from pipeline.config import PRESETS, model_config
+
+    if not reduced:
+        return name, model_config(name, keep_ratio=rho)
+    cfg = model_config(name).replace(name=f"{name}-parity-reduced", img_size=img, depth=REDUCED_DEPTH,
+                                     pruning_loc=tuple(REDUCED_PRUNING_LOC))
+    PRESETS[cfg.name] = cfg
+    return cfg.name, cfg.replace(keep_ratio=rho)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Images
+# ---------------------------------------------------------------------------------------------------------------
+def real_images(root: Path, count: int, size: int) -> tuple[Tensor, list[str]]:
+    from PIL import Image
+
+    files = sorted((root / "imgs").glob("*.jpg"), key=lambda p: (len(p.stem), p.stem))[:count]
+    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    out = []
+    for f in files:
+        with Image.open(f) as im:
+            im = im.convert("RGB")
+            w, h = im.size
+            scale = size / min(w, h)
+            im = im.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.Resampling.BICUBIC)
+            w, h = im.size
+            left, top = (w - size) // 2, (h - size) // 2
+            im = im.crop((left, top, left + size, top + size))
+            t = torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8).view(size, size, 3)
+        out.append(((t.permute(2, 0, 1).float() / 255.0) - mean) / std)
+    if not out:
+        return torch.empty(0, 3, size, size), []
+    return torch.stack(out), [str(f.relative_to(root)) for f in files]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Running and comparing
+# ---------------------------------------------------------------------------------------------------------------
+@dataclass
+class OfficialRun:
+    logits: Tensor
+    grid_ids: list[Tensor]  # per stage [B, k_s], positions in the patch grid
+    boundary_gap: list[float]  # per stage: min over images of log p(keep) of last kept - first dropped
+    saturated: list[int]  # per stage: most tokens of one image whose official log p(keep) is exactly 0.0
+    scores: list[Tensor]  # per stage [B, N_s]: official log p(keep) of the tokens entering the stage
+    input_ids: list[Tensor]  # per stage [B, N_s]: their grid positions
+
+
+@torch.no_grad()
+def run_official(model: nn.Module, images: Tensor, family: str) -> OfficialRun:
+    scores: list[Tensor] = []
+    hooks = [p.register_forward_hook(lambda _m, _i, out: scores.append(out[:, :, 0].detach().clone()))
+             for p in model.score_predictor]
+    try:
+        with RECORDER.recording() as calls:
+            out = model(images)
+    finally:
+        for h in hooks:
+            h.remove()
+    B = images.shape[0]
+    # Per pruning stage the official inference calls batch_index_select(x, now_policy) on the tokens, then
+    # batch_index_select(prev_decision, keep_policy) on the [B, N, 1] decision: the latter is the keep_policy.
+    keep_policies = [idx for shape, idx in calls if len(shape) == 3 and shape[-1] == 1]
+    token_policies = [idx for shape, idx in calls if len(shape) == 3 and shape[-1] != 1]
+    stages = len(model.pruning_loc)
+    if len(keep_policies) != stages or len(token_policies) != stages:
+        raise RuntimeError(f"expected {stages} keep_policy selections from the official model, recorded "
+                           f"{len(keep_policies)} (and {len(token_policies)} token selections)")
+    for kp, tp in zip(keep_policies, token_policies):
+        if not (torch.equal(tp[:, 0], torch.zeros_like(tp[:, 0])) and torch.equal(tp[:, 1:] - 1, kp)):
+            raise RuntimeError("the official token selection is not [class token, keep_policy + 1]")
+    if family == "lvvit":
+        logits, decisions = out
+        for p, (d, kp) in enumerate(zip(decisions, keep_policies)):
+            if len(d) != 1 or not torch.equal(d[0], kp):
+                raise RuntimeError(f"viz_mode decisions of stage {p} differ from the recorded keep_policy")
+    else:
+        logits = out
+    n = scores[0].shape[1]
+    ids = torch.arange(n).expand(B, -1)
+    grid_ids, gaps, saturated, input_ids = [], [], [], []
+    for s, kp in enumerate(keep_policies):
+        input_ids.append(ids)
+        ids = torch.gather(ids, 1, kp)
+        grid_ids.append(ids)
+        k = kp.shape[1]
+        srt = scores[s].sort(dim=1, descending=True).values
+        gaps.append(float((srt[:, k - 1] - srt[:, k]).min()) if k < srt.shape[1] else float("inf"))
+        saturated.append(int((scores[s] == 0).sum(dim=1).max()))
+    return OfficialRun(logits, grid_ids, gaps, saturated, scores, input_ids)
+
+
+def first_divergences(our_ids: list[Tensor], off: OfficialRun, n_random: int) -> list[dict[str, Any]]:
+    """For each image whose kept sets differ: the first stage that differs and whether the difference lies within
+    the official ranking's tie at the keep boundary. Where tokens share the k-th largest official log p(keep)
+    (float32's log-softmax rounds every confident token's to exactly 0.0), the official torch.argsort (not stable)
+    keeps an unspecified subset of them; our set is 'within official ties' when it holds every token scored above
+    that value and only tokens scored at least that value, i.e. one of the sets the official code may keep."""
+    out = []
+    B = off.logits.shape[0]
+    for b in range(B):
+        for s, (ours, theirs) in enumerate(zip(our_ids, off.grid_ids)):
+            mine = set(ours[b].tolist())
+            if mine == set(theirs[b].tolist()):
+                continue
+            sc, ids = off.scores[s][b], off.input_ids[s][b]
+            k = theirs.shape[1]
+            t = sc.sort(descending=True).values[k - 1]
+            must, allowed = set(ids[sc > t].tolist()), set(ids[sc >= t].tolist())
+            out.append({
+                "image": b, "source": "random" if b < n_random else "real", "stage": s + 1,
+                "positions_differing": len(mine ^ set(theirs[b].tolist())) // 2,
+                "tied_at_boundary": int((sc == t).sum()), "boundary_logp": float(t),
+                "within_official_ties": bool(len(mine) == k and must <= mine <= allowed),
+            })
+            break
+    return out
+
+
+def same_sets(a: Tensor, b: Tensor) -> Tensor:
+    """[B] bool: row b of a and of b hold the same set of positions."""
+    if a.shape != b.shape:
+        return torch.zeros(a.shape[0], dtype=torch.bool)
+    return (a.sort(dim=1).values == b.sort(dim=1).values).all(dim=1)
+
+
+def key_diff(sd: dict[str, Tensor], cfg: Any) -> tuple[list[str], list[str]]:
+    from pipeline.model import DynamicViT
+
+    ours = DynamicViT(cfg).state_dict()
+    return sorted(k for k in ours if k not in sd), sorted(k for k in sd if k not in ours)
+
+
+def check_one(name: str, args: argparse.Namespace, root: Path, mods: tuple[types.ModuleType, types.ModuleType],
+              log: Any) -> dict[str, Any]:
+    from pipeline.checkpoint import load_model
+    from pipeline.config import PRESETS
+    from pipeline.errors import CheckpointError
+
+    rho = args.keep_ratio
+    family, kwargs, img = official_spec(name, rho, args.reduced)
+    t0 = time.perf_counter()
+    official = build_official(*mods, family, kwargs)
+    seed = args.seed * 1_000_003 + zlib.crc32(name.encode())
+    randomize_(official, seed, args.predictor_gain)
+    official.eval()
+    sd = official.state_dict()
+    preset, cfg = our_preset(name, rho, args.reduced, img)
+    result: dict[str, Any] = {
+        "official_class": type(official).__name__,
+        "official_kwargs": {k: v for k, v in kwargs.items()},
+        "our_preset": preset,
+        "img_size": img,
+        "weights_seed": seed,
+        "parameters": sum(p.numel() for p in official.parameters()),
+    }
+    try:
+        missing, unexpected = key_diff(sd, cfg)
+        result.update(missing_keys=missing, unexpected_keys=unexpected, state_dict_keys=len(sd))
+        with tempfile.TemporaryDirectory(prefix="parity-official-") as tmp:
+            path = Path(tmp) / f"{name}.pth"
+            torch.save({"model": sd}, path)
+            try:
+                ours = load_model(path, preset=preset, keep_ratio=rho)
+            except CheckpointError as e:
+                result.update(load_error=str(e), match=False)
+                return result
+        ours.eval()
+        images = torch.randn(args.images, 3, img, img, generator=torch.Generator().manual_seed(args.seed))
+        real, real_files = real_images(root, args.real_images, img)
+        batch = torch.cat([images, real])
+        result.update(random_images=args.images, real_images=real_files)
+        off = run_official(official, batch, family)
+        with torch.no_grad():
+            our = ours.forward_inference(batch)
+        result["seconds"] = round(time.perf_counter() - t0, 1)
+    finally:
+        if args.reduced:
+            PRESETS.pop(preset, None)
+    diff = (our.logits - off.logits).abs()
+    scale = float(off.logits.abs().max())
+    top1 = our.logits.argmax(1) == off.logits.argmax(1)
+    stage_same = [same_sets(o, f) for o, f in zip(our.kept_patch_ids, off.grid_ids)]
+    n_rand = args.images
+    all_same = torch.stack(stage_same).all(dim=0)
+
+    def frac(t: Tensor) -> float | None:
+        return float(t.float().mean()) if t.numel() else None
+
+    stages = []
+    for s, same in enumerate(stage_same):
+        k_ours, k_off = our.kept_patch_ids[s].shape[1], off.grid_ids[s].shape[1]
+        stages.append({
+            "kept": k_off, "kept_ours": k_ours, "same_set": frac(same), "same_set_random": frac(same[:n_rand]),
+            "same_set_real": frac(same[n_rand:]), "min_boundary_gap_logp": off.boundary_gap[s],
+            "max_tokens_with_logp_0": off.saturated[s],
+            "differing_images": [int(i) for i in torch.nonzero(~same).flatten()],
+        })
+    ratio = float(diff.max()) / scale if scale > 0 else float("inf")
+    keys_ok = not result["missing_keys"] and not result["unexpected_keys"]
+    result.update(
+        max_abs_logit_diff=float(diff.max()), logit_scale=scale, ratio=ratio,
+        max_abs_logit_diff_random=float(diff[:n_rand].max()) if n_rand else None,
+        max_abs_logit_diff_real=float(diff[n_rand:].max()) if len(real_files) else None,
+        bit_exact_logits=bool(torch.equal(our.logits, off.logits)), top1_agreement=frac(top1),
+        distinct_top1_classes=int(off.logits.argmax(1).unique().numel()), stages=stages,
+        max_abs_logit_diff_where_sets_agree=float(diff[all_same].max()) if bool(all_same.any()) else None,
+        first_divergences=first_divergences(our.kept_patch_ids, off, n_rand),
+        match=bool(keys_ok and ratio <= LOGIT_TOL and all(bool(s.all()) for s in stage_same)),
+    )
+    sets = ", ".join(f"{st['same_set']:.3f}" for st in stages)
+    log(f"{name}: ratio {ratio:.2e}, top-1 {result['top1_agreement']:.3f}, kept sets {sets} ({result['seconds']} s)")
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Report
+# ---------------------------------------------------------------------------------------------------------------
+def markdown_table(report: dict[str, Any]) -> str:
+    stages = max([len(REDUCED_PRUNING_LOC), *(len(r.get("stages", [])) for r in report["models"].values())])
+    head = (["model", "images (random+real)", "keys missing/unexpected", "max abs dlogit", "logit scale", "ratio",
+             "bit-exact logits", "top-1 agree (distinct classes)"] + [f"kept set = (stage {s + 1}, k)" for s in range(stages)]
+            + ["min keep gap (log p) per stage", "first divergence", "match"])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, r in report["models"].items():
+        keys = f"{len(r.get('missing_keys', []))}/{len(r.get('unexpected_keys', []))}"
+        if "load_error" in r:
+            lines.append(f"| {name} | - | {keys} (load failed: {r['load_error']}) |" + " - |" * (len(head) - 4)
+                         + " no |")
+            continue
+        cells = [name, f"{r['random_images']}+{len(r['real_images'])}", keys, f"{r['max_abs_logit_diff']:.2e}",
+                 f"{r['logit_scale']:.3g}", f"{r['ratio']:.2e}", "yes" if r["bit_exact_logits"] else "no",
+                 f"{r['top1_agreement']:.3f} ({r['distinct_top1_classes']})"]
+        cells += [f"{st['same_set']:.3f} (k={st['kept']})" for st in r["stages"]]
+        cells += [" / ".join(f"{st['min_boundary_gap_logp']:.2e}" for st in r["stages"]),
+                  divergence_cell(r["first_divergences"]), "yes" if r["match"] else "**no**"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def divergence_cell(divs: list[dict[str, Any]]) -> str:
+    """'none', or per stage: images whose kept sets first differ there, and how many of them within official ties."""
+    if not divs:
+        return "none"
+    parts = []
+    for st in sorted({d["stage"] for d in divs}):
+        at = [d for d in divs if d["stage"] == st]
+        ties = sum(d["within_official_ties"] for d in at)
+        parts.append(f"stage {st}: {len(at)} img ({ties} within official ties)")
+    return "; ".join(parts)
+
+
+def file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="parity_official.py",
+        description="Check dvit-edge's DynamicViT against the official DynamicViT code: the official model (built as "
+                    "its infer.py does, seeded random weights) is saved as an official checkpoint, loaded with our "
+                    "loader, and both run the same images; reports logit differences, top-1 agreement and whether "
+                    "each pruning stage keeps the same set of patch positions. Exit 0: all match; 1: a mismatch; "
+                    "2: usage error.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Example: python tools/parity_official.py --official /tmp/dynamicvit-official --reduced",
+    )
+    p.add_argument("--official", required=True, metavar="DIR",
+                   help="root of a checkout of github.com/raoyongming/DynamicViT (holding models/dyvit.py and "
+                        "models/dylvvit.py; its imgs/*.jpg are the real images)")
+    p.add_argument("--models", default=",".join(OFFICIAL_NAMES), metavar="NAMES",
+                   help=f"comma-separated official names (default: all of {','.join(OFFICIAL_NAMES)})")
+    p.add_argument("--images", type=int, default=8, metavar="N", help="seeded randn images per model (default 8)")
+    p.add_argument("--real-images", type=int, default=4, metavar="N",
+                   help="real images from the checkout's imgs/*.jpg, resized and ImageNet-normalised (default 4)")
+    p.add_argument("--keep-ratio", type=float, default=0.7, metavar="RHO",
+                   help="keep ratio rho: stages keep rho, rho^2, rho^3 of the patch tokens (default 0.7)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the weights and random images (default 0)")
+    p.add_argument("--reduced", action="store_true",
+                   help="quick check: 4 blocks, pruning before blocks 1,2,3; LV-ViT at 64x64, DeiT at 224x224 "
+                        "(the official DeiT class hard-codes the 14x14 grid)")
+    p.add_argument("--predictor-gain", type=float, default=16.0, metavar="G",
+                   help="scale of the prediction modules' last layer (default 16: keep-drop margins of a few units, "
+                        "no saturated keep log-probabilities); large values (e.g. 200) push confident tokens' "
+                        "official log p(keep) to exactly 0.0 in float32, the tie regime of trained checkpoints")
+    p.add_argument("--json", metavar="OUT.json", help="write the figures to this file")
+    args = p.parse_args(argv)
+    names = [n.strip() for n in args.models.split(",") if n.strip()]
+    bad = [n for n in names if n not in OFFICIAL_NAMES]
+    if bad or not names:
+        p.error(f"unknown model name(s) {bad or [args.models]}: choose from {','.join(OFFICIAL_NAMES)}")
+    args.names = names
+    if args.images < 0 or args.real_images < 0 or args.images + args.real_images == 0:
+        p.error("--images and --real-images must be >= 0 and not both 0")
+    if not 0.0 < args.keep_ratio <= 1.0:
+        p.error(f"--keep-ratio {args.keep_ratio} is outside (0, 1]: e.g. 0.7")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        root = check_checkout(args.official)
+    except ToolError as e:
+        print(f"parity_official.py: error: {e}", file=sys.stderr)
+        return 2
+    import timm
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    torch.manual_seed(args.seed)
+    dyvit, dylvvit, timm_note = import_official(root)
+    report: dict[str, Any] = {
+        "command": "python tools/parity_official.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "official": {"path": str(root), **{f: file_digest(root / f) for f in REQUIRED_FILES}},
+        "shims": {"utils": "tool-provided module with batch_index_select (official utils.py needs torch._six and "
+                           "tensorboardX)", "timm": timm_note},
+        "versions": {"torch": torch.__version__, "timm": timm.__version__, "python": platform.python_version()},
+        "keep_ratio": args.keep_ratio, "reduced": args.reduced, "seed": args.seed,
+        "predictor_gain": args.predictor_gain,
+        "logit_tolerance": LOGIT_TOL, "logit_scale": "max |official logit| over the images",
+        "min_keep_gap": "smallest official log p(keep) of the last kept minus the first dropped token, per stage",
+        "models": {},
+    }
+    for name in args.names:
+        report["models"][name] = check_one(name, args, root, (dyvit, dylvvit), log)
+    report["all_match"] = all(r["match"] for r in report["models"].values())
+    print(markdown_table(report))
+    print()
+    print("all match" if report["all_match"] else "MISMATCH: see the rows marked no")
+    if args.json:
+        out = Path(args.json)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2) + "\n")
+    return 0 if report["all_match"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
