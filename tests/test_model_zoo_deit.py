@@ -1,8 +1,8 @@
 """The DeiT family under the official DynamicViT names (deit-256, deit-s, deit-b), issue 17.
 
 Each name: random weights written in the official release format ({'model': state_dict} with the official key
-names, built here from the official module structure, not from our model) load through checkpoint.load_model with
-every key mapped and none left over; the exported fused graph and stage chain match PyTorch in ONNX Runtime
+names, built in tests/official_zoo.py from the official module structure, not from our model) load through
+checkpoint.load_model with every key mapped and none left over; the exported fused graph and stage chain match PyTorch in ONNX Runtime
 (logits within 1e-4 of the logit scale, kept sets identical). A reduced configuration of each (the real heads and MLP
 ratio, width up to 384; 4 blocks on 64x64 images: the same code path) runs by default, the full 224x224 ones under `slow`.
 """
@@ -10,19 +10,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
+from official_zoo import check_export, dense_of, official_release, reduced
 
 from pipeline import cli
-from pipeline.backend.onnxruntime.runner import OnnxRuntimeRunner
 from pipeline.checkpoint import load_model
-from pipeline.config import OFFICIAL_NAMES, PRESETS, ModelConfig, model_config
+from pipeline.config import OFFICIAL_NAMES, PRESETS, model_config
 from pipeline.errors import CheckpointError, ConfigError
-from pipeline.export import export
-from pipeline.graphset import GraphSet
-from pipeline.runners.chain import StageChain
-from pipeline.runners.pytorch import PyTorchRunner
 
 OFFICIAL = ("deit-256", "deit-s", "deit-b")
 
@@ -35,83 +30,6 @@ OFFICIAL_CONFIG = {  # name: (embed_dim, num_heads)
     "deit-s": (384, 6),
     "deit-b": (768, 12),
 }
-
-
-def official_state_dict_shapes(embed: int, depth: int, patch: int, in_chans: int, img: int, classes: int,
-                               mlp_ratio: float, pruning_points: int) -> dict[str, tuple[int, ...]]:
-    """The state-dict keys and shapes of the official VisionTransformerDiffPruning, as read in
-    raoyongming/DynamicViT models/dyvit.py at commit 1322e626d1e9eca18cc150569908fb4af29e15f7:
-
-    - patch_embed = PatchEmbed: proj = Conv2d(in_chans, embed_dim, patch, patch)  -> patch_embed.proj.{weight,bias}
-    - cls_token [1, 1, E]; pos_embed [1, num_patches + 1, E]  (pos_drop: Dropout, no parameters)
-    - blocks = ModuleList of Block: norm1 = LayerNorm(E, eps=1e-6); attn = Attention: qkv = Linear(E, 3E,
-      bias=qkv_bias=True), proj = Linear(E, E) (attn_drop/proj_drop: Dropout); drop_path: DropPath/Identity;
-      norm2 = LayerNorm; mlp = Mlp: fc1 = Linear(E, E*mlp_ratio), act = GELU, fc2 = Linear(E*mlp_ratio, E)
-    - norm = LayerNorm(E); pre_logits = nn.Identity() (representation_size=None): no parameters;
-      head = Linear(E, num_classes)
-    - score_predictor = ModuleList of PredictorLG(E), one per pruning location: in_conv = Sequential(LayerNorm(E),
-      Linear(E, E), GELU) -> in_conv.0, in_conv.1; out_conv = Sequential(Linear(E, E/2), GELU, Linear(E/2, E/4),
-      GELU, Linear(E/4, 2), LogSoftmax) -> out_conv.0, out_conv.2, out_conv.4
-    No buffers are registered anywhere, so these are all of its state_dict() keys.
-    """
-    E, hidden, tokens = embed, int(embed * mlp_ratio), (img // patch) ** 2 + 1
-    shapes: dict[str, tuple[int, ...]] = {
-        "cls_token": (1, 1, E),
-        "pos_embed": (1, tokens, E),
-        "patch_embed.proj.weight": (E, in_chans, patch, patch),
-        "patch_embed.proj.bias": (E,),
-    }
-    for i in range(depth):
-        b = f"blocks.{i}."
-        shapes.update({
-            b + "norm1.weight": (E,), b + "norm1.bias": (E,),
-            b + "attn.qkv.weight": (3 * E, E), b + "attn.qkv.bias": (3 * E,),
-            b + "attn.proj.weight": (E, E), b + "attn.proj.bias": (E,),
-            b + "norm2.weight": (E,), b + "norm2.bias": (E,),
-            b + "mlp.fc1.weight": (hidden, E), b + "mlp.fc1.bias": (hidden,),
-            b + "mlp.fc2.weight": (E, hidden), b + "mlp.fc2.bias": (E,),
-        })
-    shapes.update({"norm.weight": (E,), "norm.bias": (E,), "head.weight": (classes, E), "head.bias": (classes,)})
-    for j in range(pruning_points):
-        p = f"score_predictor.{j}."
-        shapes.update({
-            p + "in_conv.0.weight": (E,), p + "in_conv.0.bias": (E,),
-            p + "in_conv.1.weight": (E, E), p + "in_conv.1.bias": (E,),
-            p + "out_conv.0.weight": (E // 2, E), p + "out_conv.0.bias": (E // 2,),
-            p + "out_conv.2.weight": (E // 4, E // 2), p + "out_conv.2.bias": (E // 4,),
-            p + "out_conv.4.weight": (2, E // 4), p + "out_conv.4.bias": (2,),
-        })
-    return shapes
-
-
-def official_release(cfg: ModelConfig, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Random weights under the official keys and shapes for `cfg`, drawn like trained ones: LayerNorm affines
-    near 1/0, non-zero biases, and prediction modules wide enough that keep scores spread out (no near-ties)."""
-    g = torch.Generator().manual_seed(seed)
-    shapes = official_state_dict_shapes(cfg.embed_dim, cfg.depth, cfg.patch_size, cfg.in_chans, cfg.img_size,
-                                        cfg.num_classes, cfg.mlp_ratio, len(cfg.pruning_loc))
-    sd: dict[str, torch.Tensor] = {}
-    for k, shape in shapes.items():
-        if ".norm" in k or k.startswith("norm.") or "in_conv.0." in k:
-            t = (1.0 if k.endswith("weight") else 0.0) + 0.1 * torch.randn(shape, generator=g)
-        elif k.endswith("bias"):
-            t = 0.1 * torch.randn(shape, generator=g)
-        elif k in ("cls_token", "pos_embed"):
-            t = 0.02 * torch.randn(shape, generator=g)
-        else:
-            fan_in = int(np.prod(shape[1:]))
-            gain = 2.0 if k.startswith("score_predictor.") else 1.0
-            t = gain * torch.randn(shape, generator=g) / fan_in**0.5
-        sd[k] = t
-    return sd
-
-
-def reduced(name: str) -> ModelConfig:
-    """The official configuration with 4 blocks (pruning before blocks 1, 2, 3) on 64x64 images in 16x16 patches:
-    the real heads, MLP ratio and keep-ratio schedule, 16 patch tokens kept as 11, 7, 5 at rho 0.7; the real width
-    up to 384 (deit-b's 12 heads at 32 channels each, to keep its export to a few seconds)."""
-    cfg = model_config(name)
-    return cfg.replace(img_size=64, depth=4, pruning_loc=(1, 2, 3), embed_dim=min(cfg.embed_dim, 384))
 
 
 def test_official_names_are_the_official_configurations() -> None:
@@ -153,66 +71,23 @@ def test_official_keys_load_with_every_key_mapped(name: str, tmp_path: Path) -> 
         assert torch.equal(own[k], v), k
     assert model.cfg.architecture_key() == cfg.architecture_key()
     # a dense teacher as DeiT releases it ({'model': ...} without prediction modules) loads under the same name
-    dense = {k: v for k, v in sd.items() if not k.startswith("score_predictor.")}
+    dense = dense_of(sd)
     torch.save({"model": dense}, tmp_path / "deit.pth")
     teacher = load_model(tmp_path / "deit.pth", preset=name)
     assert teacher.cfg.is_dense and set(teacher.state_dict()) == set(dense)
 
 
-def _check_export(cfg: ModelConfig, name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    path = tmp_path / "official.pth"
-    sd = official_release(cfg, seed=1)
-    torch.save({"model": sd}, path)
-    preset = name
-    if PRESETS[name] != cfg:  # a reduced configuration: registered as a preset, so --model resolves it as usual
-        preset = f"{name}-reduced"
-        monkeypatch.setitem(PRESETS, preset, cfg)
-    model = load_model(path, preset=preset)
-    assert set(model.state_dict()) == set(sd)
-    out = tmp_path / "graphs"
-    export(path, out, model_preset=preset, batch_sizes="2", verify_images=4, progress=False)
-    gs = GraphSet.load(out)
-    assert gs.config.architecture_key() == cfg.architecture_key() and gs.config.keep_counts == cfg.keep_counts
-    graphs = gs.batch(2)
-    assert len(graphs.stages) == len(cfg.pruning_loc) + 1
-    # what the export's own verification recorded: logits within 1e-4, every image's kept set identical
-    assert "logits" in graphs.fused.info["verification"]["max_abs_err"]
-    for entry in graphs.entries():
-        rec = entry.info["verification"]
-        assert rec["images"] >= 4
-        assert all(err < 1e-4 for k, err in rec["max_abs_err"].items() if k == "logits"), (entry.file, rec)
-        if rec["kept_indices"] is not None:
-            assert rec["kept_indices"]["near_tie_boundary"] == 0, (entry.file, rec)
-    # and independently: fresh images through ONNX Runtime, fused and stage chain, against PyTorch
-    images = torch.randn(4, cfg.in_chans, cfg.img_size, cfg.img_size, generator=torch.Generator().manual_seed(7))
-    feeds = {"images": images.numpy()}
-    want = PyTorchRunner(model).infer(feeds)
-    scale = max(1.0, float(np.abs(want["logits"]).max()))
-    fused = OnnxRuntimeRunner(graphs.fused.path, "fused")
-    chain = StageChain([OnnxRuntimeRunner(s.path, s.name) for s in graphs.stages])
-    for runner in (fused, chain):
-        parts = [runner.infer({"images": feeds["images"][lo : lo + 2]}) for lo in range(0, 4, 2)]  # static batch 2
-        res = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-        err = float(np.abs(res["logits"] - want["logits"]).max())
-        assert err <= 1e-4 * scale, f"{runner.name}: logits differ by {err:.3g} (scale {scale:.3g})"
-        kept = [k for k in want if k.startswith("kept_indices")]
-        assert kept and all(k in res for k in kept), (runner.name, sorted(res))
-        for k in kept:
-            for b in range(4):
-                assert set(res[k][b].tolist()) == set(want[k][b].tolist()), (runner.name, k, b)
-
-
 @pytest.mark.parametrize("name", OFFICIAL)
 def test_reduced_official_configuration_exports_and_matches(name: str, tmp_path: Path,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    _check_export(reduced(name), name, tmp_path, monkeypatch)
+    check_export(reduced(name), name, tmp_path, monkeypatch)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", OFFICIAL)
 def test_full_official_configuration_exports_and_matches(name: str, tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    _check_export(model_config(name), name, tmp_path, monkeypatch)
+    check_export(model_config(name), name, tmp_path, monkeypatch)
 
 
 @pytest.mark.parametrize(("have", "given"), [("deit-s", "deit-b"), ("deit-s", "deit-256"), ("deit-256", "deit-s"),
