@@ -1,7 +1,8 @@
 """Checkpoints: ours (model config + weights + training state), official DynamicViT, and timm/DeiT.
 
-Every command that takes a checkpoint goes through load_model (and --init-from through init_from_pretrained,
-which shares extract_state_dict and load_weights with it).
+Every command that takes a checkpoint goes through load_model (and --init-from through init_from_pretrained, a
+training's --teacher through load_teacher, which share extract_state_dict and load_weights with it; those two fit
+weights made for another input size or channel count when asked, see checkpoint_filters).
 
 Official DynamicViT checkpoints ({'model': state_dict} of VisionTransformerDiffPruning) and timm/DeiT
 state dicts use our parameter names already (see model.py), so loading needs no renaming; only wrapper
@@ -184,16 +185,20 @@ def describe_architecture(arch: dict[str, Any]) -> str:
                      else f"{words.get(f, f)} {arch[f]}".strip() for f in shown)
 
 
+ADAPTABLE = ("img_size", "tokens", "in_chans")  # what checkpoint_filters.fit_input can map onto another input
+
+
 def check_architecture(sd: dict[str, torch.Tensor], cfg: ModelConfig, path: str | os.PathLike[str],
-                       wanted: str) -> None:
+                       wanted: str, ignore: tuple[str, ...] = ()) -> None:
     """Refuse a foreign state dict whose shapes say another architecture than `cfg` with one line naming both,
-    and the presets (official names first) the file fits where its shapes say enough to tell."""
+    and the presets (official names first) the file fits where its shapes say enough to tell. Fields in `ignore`
+    (ADAPTABLE, where the input is fitted next) are not compared."""
     from .config import OFFICIAL_NAMES, PRESETS
 
     have = weights_architecture(sd)
     want = config_architecture(cfg)
     # Classes come from the head and a dense teacher has no prediction modules: neither tells a wrong --model.
-    compared = [f for f in have if f in want and f != "num_classes"
+    compared = [f for f in have if f in want and f != "num_classes" and f not in ignore
                 and not (f == "pruning_points" and (have[f] == 0 or cfg.is_dense))
                 and not (f == "tokens" and "dist_token" in sd)]  # distilled DeiT: load_weights names its token
     if all(have[f] == want[f] for f in compared):
@@ -261,17 +266,96 @@ def load_model(
     return model.eval()
 
 
-def init_from_pretrained(model: DynamicViT, path: str | os.PathLike[str]) -> list[str]:
-    """Backbone (and predictor, when present) weights from an official DynamicViT, timm/DeiT or our file.
+def init_from_pretrained(model: DynamicViT, path: str | os.PathLike[str], *, interpolate: bool = False,
+                         notes: list[str] | None = None) -> list[str]:
+    """Backbone (and predictor, when present) weights from an official DynamicViT, timm/DeiT or our file; returns the
+    keys left to the model's own initialisation.
 
     Prediction modules may be missing (a dense teacher or timm ViT initialises the student); timm's
     distillation token / head_dist of DeiT-distilled models are refused with a clear error by the strict check.
+    A classifier head for other classes starts fresh (fine-tuning on new data, as timm does); weights of another
+    input size or channel count are fitted only with `interpolate` (checkpoint_filters.fit_input). What was
+    changed is appended to `notes`, one line each.
     """
+    from .checkpoint_filters import fit_input
+
     if str(path).startswith("timm:"):
         sd, source = timm_pretrained_state_dict(str(path)[len("timm:") :]), f"timm model {str(path)[5:]}"
     else:
         sd, source = extract_state_dict(read_checkpoint(path)), f"checkpoint {path}"
-    return load_weights(model, sd, allow_missing=("score_predictor.",), source=source)
+    cfg = model.cfg
+    check_family(weights_architecture(sd)["family"], cfg, source, "--init-from")
+    fitted = fit_input(sd, cfg, allow=interpolate, source=source, replace_head=True)
+    if notes is not None:
+        notes.extend(fitted.notes)
+    missing = load_weights(model, fitted.state_dict, allow_missing=("score_predictor.", *fitted.fresh), source=source)
+    return missing
+
+
+def check_family(have: str, cfg: ModelConfig, source: str, role: str) -> None:
+    """One line when weights of one family (DeiT, LV-ViT) are given for a model of the other: their layers differ
+    throughout, so no filter maps one onto the other."""
+    from .config import FAMILY_NAMES
+
+    if have == cfg.family:
+        return
+    a, b = FAMILY_NAMES.get(have, have), FAMILY_NAMES.get(cfg.family, cfg.family)
+    fix = ("or drop --teacher to train a dense teacher of the student's architecture first" if role == "--teacher"
+           else "or drop --init-from")
+    raise CheckpointError(
+        f"{source} holds {_article(a)} {a} model and '{cfg.name}' is {_article(b)} {b} model: pass {role} with "
+        f"{_article(b)} {b} checkpoint of the same architecture, {fix}"
+    )
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1].upper() in "AEIOU" or word.startswith("LV") else "a"
+
+
+def load_teacher(path: str | os.PathLike[str], student: ModelConfig, *, interpolate: bool = False,
+                 notes: list[str] | None = None) -> DynamicViT:
+    """The dense teacher a student of config `student` distils from, at the student's input: ours, an official or
+    Token Labeling teacher, or timm/DeiT weights. Checked before anything is written, each refusal one line: another
+    family (DeiT vs LV-ViT), prediction modules in the file, another architecture or class count; another input
+    size or channel count unless `interpolate` (then fitted, see checkpoint_filters; the changes go to `notes`)."""
+    from .checkpoint_filters import fit_input
+
+    obj = read_checkpoint(path)
+    sd = extract_state_dict(obj)
+    want = student.as_dense()
+    source = f"teacher checkpoint {path}"
+    ours = config_of(obj, path) if is_ours(obj) else None
+    check_family(ours.family if ours is not None else weights_architecture(sd)["family"], want, source, "--teacher")
+    predictors = len(ours.pruning_loc) if ours is not None else weights_architecture(sd)["pruning_points"]
+    if predictors:
+        raise CheckpointError(
+            f"{source} is a pruned student ({predictors} prediction modules), not a dense teacher: pass the dense "
+            "teacher (written by 'dvit train --mode teacher'), or drop --teacher to train one first"
+        )
+    if ours is not None:
+        mine, theirs = ours.architecture_key(), want.architecture_key()
+        diff = [k for k in theirs if k not in ("img_size", "in_chans", "num_classes") and mine.get(k) != theirs[k]]
+        if diff:
+            raise CheckpointError(
+                f"{source} holds a '{ours.name}' model ({describe_architecture(config_architecture(ours))}), not the "
+                f"dense '{want.name}' ({describe_architecture(config_architecture(want))}) the student distils from: "
+                "pass a teacher of the student's architecture, or drop --teacher to train one first"
+            )
+        classes = ours.num_classes
+    else:
+        check_architecture(sd, want, source, want.name, ignore=ADAPTABLE)
+        classes = weights_architecture(sd).get("num_classes", want.num_classes)
+    if classes != want.num_classes:
+        raise CheckpointError(
+            f"{source} has {classes} classes and the data {want.num_classes}: pass a teacher trained on this data, "
+            "or drop --teacher to train one first"
+        )
+    fitted = fit_input(sd, want, allow=interpolate, source=source)
+    if notes is not None:
+        notes.extend(fitted.notes)
+    model = DynamicViT(want)
+    load_weights(model, fitted.state_dict, source=source)
+    return model.eval()
 
 
 def timm_pretrained_state_dict(name: str) -> dict[str, torch.Tensor]:

@@ -171,6 +171,142 @@ def fit_square(im: Any, img_size: int) -> Any:
     return im.crop((left, top, left + img_size, top + img_size))
 
 
+def refit(images: Tensor, in_chans: int, img_size: int) -> Tensor:
+    """uint8 [N, c, h, w] images as a model of `in_chans` x `img_size`^2 takes them: what open_image and fit_square do
+    to a file (Pillow's colour conversion, bilinear short side, centre crop), for images already decoded
+    (Fashion-MNIST's idx arrays). Unchanged when they fit already."""
+    from PIL import Image
+
+    if tuple(images.shape[1:]) == (in_chans, img_size, img_size):
+        return images
+    mode = "L" if in_chans == 1 else "RGB"
+    out = torch.empty(len(images), in_chans, img_size, img_size, dtype=torch.uint8)
+    for i in range(len(images)):
+        a = images[i].numpy()
+        im = Image.fromarray(a[0] if a.shape[0] == 1 else a.transpose(1, 2, 0)).convert(mode)
+        out[i].numpy()[...] = as_chw(fit_square(im, img_size))
+    return out
+
+
+# What Pillow's image modes are, in words; channels from Image.getmodebands.
+MODE_WORDS = {"1": "black and white", "L": "grey", "LA": "grey with alpha", "La": "grey with alpha", "P": "palette",
+              "PA": "palette with alpha", "I": "32-bit grey", "I;16": "16-bit grey", "I;16B": "16-bit grey",
+              "I;16L": "16-bit grey", "F": "floating-point grey", "RGB": "RGB", "RGBA": "RGB with alpha",
+              "RGBa": "RGB with alpha", "RGBX": "RGB", "CMYK": "CMYK", "YCbCr": "YCbCr", "LAB": "Lab", "HSV": "HSV"}
+GREY_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "F")
+DEEP_MODES = ("I", "I;16", "I;16B", "I;16L", "F")  # Pillow's convert("L"/"RGB") clips these to 0-255
+
+
+@dataclass(frozen=True)
+class ImageSurvey:
+    """What a sample of the training images is, from their headers alone (Pillow opens lazily: nothing decoded)."""
+
+    sampled: int
+    total: int
+    modes: dict[str, int]
+    sizes: dict[tuple[int, int], int]
+    formats: dict[str, int]
+    unreadable: int = 0
+
+    def describe(self) -> dict[str, Any]:
+        return {"sampled": self.sampled, "total": self.total, "modes": dict(self.modes),
+                "sizes": {f"{w}x{h}": n for (w, h), n in self.sizes.items()}, "formats": dict(self.formats),
+                "unreadable": self.unreadable}
+
+    def text(self, extra: str = "") -> str:
+        """e.g. '1-channel 300x300 PNG images (grey)', `extra` inside the brackets."""
+        from PIL import Image
+
+        def bands(m: str) -> str:
+            try:
+                return f"{Image.getmodebands(m)}-channel"
+            except (KeyError, ValueError):
+                return m
+        chans = " and ".join(dict.fromkeys(bands(m) for m in self.modes)) if self.modes else "unreadable"
+        colour = ", ".join(dict.fromkeys(MODE_WORDS.get(m, m) for m in self.modes))
+        fmt = "/".join(self.formats) or "image"
+        return f"{chans} {self.size_text()} {fmt} images ({colour}{extra})"
+
+    def size_text(self) -> str:
+        if len(self.sizes) == 1:
+            w, h = next(iter(self.sizes))
+            return f"{w}x{h}"
+        if not self.sizes:
+            return "unknown-size"
+        areas = sorted(self.sizes, key=lambda s: (s[0] * s[1], s))
+        return f"{areas[0][0]}x{areas[0][1]} to {areas[-1][0]}x{areas[-1][1]}"
+
+
+def survey_images(paths: list[Path], total: int) -> ImageSurvey:
+    """Mode, size and format of each file in `paths`, read from its header."""
+    from collections import Counter
+
+    from PIL import Image
+
+    modes: Counter[str] = Counter()
+    sizes: Counter[tuple[int, int]] = Counter()
+    formats: Counter[str] = Counter()
+    bad = 0
+    for p in paths:
+        try:
+            with Image.open(p) as im:
+                modes[im.mode] += 1
+                sizes[(int(im.size[0]), int(im.size[1]))] += 1
+                formats[str(im.format or p.suffix.lstrip(".").upper())] += 1
+        except UNREADABLE:
+            bad += 1
+    return ImageSurvey(len(paths), total, dict(modes), dict(sizes), dict(formats), bad)
+
+
+def survey_index(index: ImageIndex, count: int = 32) -> ImageSurvey:
+    """`count` evenly spaced files of `index` (so every class is sampled), surveyed by their headers."""
+    n = len(index)
+    picks = np.unique(np.linspace(0, max(n - 1, 0), num=min(count, n)).astype(np.int64))
+    return survey_images([index.path(int(i)) for i in picks], n)
+
+
+def colour_steps(modes: list[str], in_chans: int) -> list[str]:
+    """What open_image's convert("L" | "RGB") does to images of these Pillow modes, in words (none: as they are)."""
+    steps: list[str] = []
+    grey = [m for m in modes if m in GREY_MODES]
+    colour = [m for m in modes if m not in GREY_MODES]
+    deep = sorted({MODE_WORDS.get(m, m) for m in modes if m in DEEP_MODES})
+    if deep:
+        steps.append(f"{' and '.join(deep)} clipped to 0-255 by Pillow's conversion (values above 255 turn white: "
+                     "save 8-bit images, or rescale them, to keep the range)")
+    if in_chans == 1 and colour:
+        steps.append("colour turned grey (ITU-R 601-2 luma; pass --in-chans 3 to keep colour)")
+    if in_chans != 1 and grey:
+        steps.append(f"grey repeated to {in_chans} channels (pass --in-chans 1 to keep one channel)")
+    if any(m in ("P", "PA") for m in modes) and in_chans != 1:
+        steps.append("palette expanded to RGB")
+    if any(m in ("LA", "La", "PA", "RGBA", "RGBa") for m in modes):
+        steps.append("alpha dropped")
+    if any(m in ("CMYK", "YCbCr", "LAB", "HSV") for m in modes) and in_chans != 1:
+        steps.append("converted to RGB by Pillow")
+    return steps
+
+
+def fit_square_words(sizes: list[tuple[int, int]], img_size: int) -> str:
+    """What fit_square does to images of these sizes, in words."""
+    s = img_size
+    if sizes and all(sz == (s, s) for sz in sizes):
+        return f"no resize (already {s}x{s})"
+    if sizes and all(w == h for w, h in sizes):
+        return f"resized to {s}x{s} (bilinear)"
+    return f"short side resized to {s} (bilinear), centre crop to {s}x{s}"
+
+
+def conversion_text(survey: ImageSurvey, in_chans: int, img_size: int, resize: str | None = None) -> str:
+    """The log line's 'what the images are turned into': e.g. '1-channel 300x300 PNG images (grey) -> 3x96x96:
+    grey repeated to 3 channels (pass --in-chans 1 to keep one channel), resized to 96x96 (bilinear)'. `resize`
+    replaces fit_square's words where another transform resizes (timm's)."""
+    steps = [*colour_steps(list(survey.modes), in_chans), resize or fit_square_words(list(survey.sizes), img_size)]
+    sampled = f"; {survey.sampled} of {survey.total} sampled" if survey.sampled < survey.total else ""
+    unreadable = f", {survey.unreadable} unreadable" if survey.unreadable else ""
+    return f"{survey.text(sampled + unreadable)} -> {in_chans}x{img_size}x{img_size}: {', '.join(steps)}"
+
+
 def as_chw(im: Any) -> np.ndarray:
     arr = np.asarray(im, dtype=np.uint8)
     return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
@@ -311,14 +447,24 @@ def _normalized(images_u8: Tensor, mean: tuple[float, ...], std: tuple[float, ..
     return (x - torch.tensor(mean).view(1, -1, 1, 1)) / torch.tensor(std).view(1, -1, 1, 1)
 
 
+def _trained_refitted(trained_on: dict[str, Any] | None, size: int) -> bool:
+    """Whether the checkpoint records training on idx images of this size, refitted to the model's input by 'dvit
+    train' (data.refit): then verification refits them the same way; any other shape is refused."""
+    rec = (trained_on or {}).get("source_images") or {}
+    return set(rec.get("formats") or {}) == {"idx"} and set(rec.get("sizes") or {}) == {f"{size}x{size}"}
+
+
 def _fmnist_verification(root: Path | None, cfg: Any, count: int, trained_on: dict[str, Any] | None,
                          chosen_by: str, why: str) -> VerificationData:
     ds = load_fashion_mnist("test", root)
     where = f"fashion-mnist:{find_fashion_mnist(root)}"
-    _fits(where, cfg, ds.in_chans, ds.img_size, ds.classes, (trained_on or {}).get("classes"))
+    refitted = _trained_refitted(trained_on, ds.img_size)
+    _fits(where, cfg, None if refitted else ds.in_chans, ds.img_size, ds.classes, (trained_on or {}).get("classes"))
     n = min(count, len(ds))
-    mean, std, norm_from = _normalization(cfg, trained_on, (ds.mean, ds.std), "dataset")
-    images = _normalized(ds.images[torch.arange(count) % n], mean, std)
+    picked = refit(ds.images[:n], cfg.in_chans, cfg.img_size)
+    fallback = (ds.mean * cfg.in_chans, ds.std * cfg.in_chans) if cfg.in_chans != ds.in_chans else (ds.mean, ds.std)
+    mean, std, norm_from = _normalization(cfg, trained_on, fallback, "dataset")
+    images = _normalized(picked[torch.arange(count) % n], mean, std)
     return VerificationData(images, where, "test", chosen_by, why, [f"{FMNIST_FILES['test'][0]}[{i}]" for i in range(n)],
                             n, {"mean": list(mean), "std": list(std), "from": norm_from})
 
@@ -366,7 +512,7 @@ def verification_data(cfg: Any, count: int, data: str | None = None,
     used); else the data the checkpoint records it was trained on (`trained_on`, train's `data` record); else
     Fashion-MNIST where the model takes it whole (1x28x28 images, 10 classes); else, for a model whose input
     Fashion-MNIST cannot feed, seeded random normal images, said so. Refused with one line: images that do not fit
-    the model (shape, class count, class names), recorded data not on this machine, and a 1x28x28 model of another
+    the model (shape, unless the checkpoint records training on them refitted; class count, class names), recorded data not on this machine, and a 1x28x28 model of another
     class count with nothing to say what it was trained on. Images are normalised as the checkpoint records, else
     with the data's own statistics.
     """

@@ -67,6 +67,22 @@ def test_teacher_checkpoint_initialises_student_backbone(tmp_path: Path) -> None
     torch.testing.assert_close(student.blocks[0].attn.qkv.weight, teacher.blocks[0].attn.qkv.weight)
 
 
+def test_init_from_weights_for_other_classes_starts_a_fresh_head(tmp_path: Path) -> None:
+    """Fine-tuning on new data: a checkpoint's classifier head for other classes is left out (as timm does), said
+    so, and everything else loads."""
+    src = DynamicViT(TINY.as_dense())
+    path = tmp_path / "imagenet_like.pth"
+    torch.save(src.state_dict(), path)
+    dst = DynamicViT(TINY.replace(num_classes=3))
+    fresh_head = dst.head.weight.detach().clone()
+    notes: list[str] = []
+    missing = init_from_pretrained(dst, path, notes=notes)
+    assert sorted(k for k in missing if not k.startswith("score_predictor.")) == ["head.bias", "head.weight"]
+    assert torch.equal(dst.head.weight, fresh_head) and torch.equal(dst.pos_embed, src.pos_embed)
+    assert notes == [(f"checkpoint {path}: its classifier head (10 classes) left out: the data has 3 classes, so the "
+                     "model's head starts fresh")]
+
+
 def test_checkpoint_for_another_configuration_names_keys_and_shapes(tmp_path: Path) -> None:
     other = DynamicViT(TINY.replace(embed_dim=64, num_heads=4))
     path = tmp_path / "other.pth"
@@ -156,6 +172,29 @@ def test_image_folder_and_unreadable_image(tmp_path: Path) -> None:
     (tmp_path / "ds" / "dog" / "broken.png").write_bytes(b"\x89PNG not really")
     with pytest.raises(DataError, match=r"cannot read image .*broken\.png.*remove or replace"):
         load_dataset(str(tmp_path / "ds"), "train", in_chans=1, img_size=28)
+
+
+def test_the_conversion_line_says_what_decoding_does(tmp_path: Path) -> None:
+    """The log's words for a folder of mixed files, read from their headers, and the decode they describe: RGBA
+    turned grey with the alpha dropped, 16-bit grey clipped to 0-255 (Pillow's conversion), short side resized."""
+    from PIL import Image
+
+    from pipeline.data import conversion_text, open_image, survey_index
+    from pipeline.image_index import scan_image_folder
+
+    (tmp_path / "a").mkdir()
+    Image.fromarray(np.full((30, 40, 4), 200, np.uint8), "RGBA").save(tmp_path / "a" / "rgba.png")
+    Image.fromarray(np.full((30, 30), 1000, np.uint16)).save(tmp_path / "a" / "deep.png")
+    survey = survey_index(scan_image_folder(tmp_path))
+    assert survey.modes == {"I;16": 1, "RGBA": 1} and survey.sizes == {(30, 30): 1, (40, 30): 1}
+    text = conversion_text(survey, 1, 16)
+    assert text == ("1-channel and 4-channel 30x30 to 40x30 PNG images (16-bit grey, RGB with alpha) -> 1x16x16: "
+                    "16-bit grey clipped to 0-255 by Pillow's conversion (values above 255 turn white: save 8-bit "
+                    "images, or rescale them, to keep the range), colour turned grey (ITU-R 601-2 luma; pass "
+                    "--in-chans 3 to keep colour), alpha dropped, short side resized to 16 (bilinear), centre crop "
+                    "to 16x16")
+    assert np.asarray(open_image(tmp_path / "a" / "deep.png", 1)).max() == 255  # the clipping is real
+    assert "grey repeated to 3 channels (pass --in-chans 1" in conversion_text(survey, 3, 16)
 
 
 def test_imagenet_style_folders(tmp_path: Path) -> None:

@@ -101,3 +101,21 @@ def test_official_names_load_the_same_files_as_the_timm_names(tmp_path: Path) ->
     assert a.cfg == b.cfg and a.cfg.name == "deit_small_patch16_224"
     with pytest.raises(CheckpointError, match=r"holds a model of another architecture \(embed 384, depth 4.*not 'deit-256'"):
         load_model(path, expect=model_config("deit-256").replace(img_size=32, depth=4, pruning_loc=(1, 2, 3)))
+
+
+def test_teachers_load_in_every_format_and_a_student_is_no_teacher(files: dict[str, Path]) -> None:
+    """load_teacher takes the dense teacher as timm/DeiT or a DDP run saved it, at the student's configuration, and
+    refuses a pruned student's file in one line."""
+    from pipeline.checkpoint import load_teacher
+
+    student = model_config("fmnist_tiny", keep_ratio=0.7)
+    want = torch.load(files["timm"], weights_only=True)
+    for key in ("timm", "ddp"):
+        t = load_teacher(files[key], student)
+        assert t.cfg == student.as_dense() and not t.training
+        assert all(torch.equal(v, want[k]) for k, v in t.state_dict().items())
+    for key in ("official", "ours"):
+        with pytest.raises(CheckpointError, match=r"is a pruned student \(3 prediction modules\), not a dense teacher"):
+            load_teacher(files[key], student)
+    with pytest.raises(CheckpointError, match="has 10 classes and the data 3: pass a teacher trained on this data"):
+        load_teacher(files["timm"], student.replace(num_classes=3))

@@ -350,7 +350,8 @@ def test_report(run: Run) -> None:
                *(("--engines", *engines) if engines else ()), "--reference", run.reference(), "--out", out))
     html = (out / "report.html").read_text()
     assert f"wrote {out / 'report.html'}" in text
-    assert f"DynamicViT deployment report: {run.cfg.name}" in html and run.cfg.name in (out / "report.md").read_text()
+    family = {"deit": "DeiT", "lvvit": "LV-ViT"}[run.cfg.family]
+    assert f"DynamicViT-{family} deployment report: {run.cfg.name}" in html and run.cfg.name in (out / "report.md").read_text()
     rep = json.loads((out / "report.json").read_text())
     assert len(rep["validations"]) == len(validations) and rep["token_masks"]["model"] == run.cfg.name
     assert rep["token_masks"]["images"] and len(rep["engines"]) == len(engines)

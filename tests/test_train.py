@@ -64,6 +64,30 @@ def test_student_learns_its_keep_ratio(tmp_path: Path, teacher_ckpt: Path) -> No
     assert model.cfg == TINY
 
 
+def test_a_student_without_a_teacher_trains_one_first_and_resumes_exactly(tmp_path: Path) -> None:
+    """No teacher given: the dense teacher trains first into OUT/teacher on the same data and settings, and the student
+    is distilled from it. --stop-after-epochs counts the teacher's epochs first; --resume continues where the run
+    stopped, teacher or student, to the same weights as an uninterrupted run."""
+    cfg = TrainConfig(epochs=2, **QUICK)
+    a, b = tmp_path / "a", tmp_path / "b"
+    train(TINY, cfg, a, progress=False, teacher_epochs=1)
+    teacher = load_model(a / "teacher" / "model.pt")
+    assert teacher.cfg == TINY.as_dense() and len(read_checkpoint(a / "teacher" / "model.pt")["history"]) == 1
+    assert json.loads((a / "summary.json").read_text())["teacher"] == str(a / "teacher" / "model.pt")
+    assert load_model(a / "model.pt").cfg == TINY
+
+    r = train(TINY, cfg, b, progress=False, teacher_epochs=1, stop_after_epochs=1)  # the teacher's one epoch
+    assert not r["finished"] and (b / "teacher" / "model.pt").is_file() and not (b / "last.pt").exists()
+    train(TINY, cfg, b, progress=False, teacher_epochs=1, stop_after_epochs=1, resume=True)  # the student's first
+    assert read_checkpoint(b / "last.pt")["epoch"] == 0 and not (b / "model.pt").exists()
+    train(TINY, cfg, b, progress=False, teacher_epochs=1, resume=True)
+    for rel in ("teacher/model.pt", "model.pt"):
+        wa, wb = _weights(a / rel), _weights(b / rel)
+        assert wa.keys() == wb.keys()
+        for k in wa:
+            assert torch.equal(wa[k], wb[k]), (rel, k)
+
+
 def _torchrun(args: list[str], nproc: int, rendezvous: bool = False) -> subprocess.CompletedProcess[str]:
     """torchrun --standalone, or (rendezvous) dvit's own launcher with a c10d rendezvous on a TCP endpoint, the
     way nodes of a multi-node run meet."""
@@ -80,10 +104,11 @@ def _torchrun(args: list[str], nproc: int, rendezvous: bool = False) -> subproce
     return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=600, check=False)
 
 
-@pytest.mark.parametrize("mode", ["teacher", "student", "student-streamed"])
+@pytest.mark.parametrize("mode", ["teacher", "student", "student-streamed", "student-own-teacher"])
 def test_two_process_ddp_matches_one_process(tmp_path: Path, mode: str) -> None:
     """In memory (the embedded default) and streamed from an ImageFolder with DeiT's per-sample augmentation, the
-    latter with two processes of two accumulation steps each against one process taking the whole batch."""
+    latter with two processes of two accumulation steps each against one process taking the whole batch; and a
+    student training its own teacher first, both in one process group."""
     common = ["--model", "fmnist_tiny", "--epochs", "1", "--batch-size", "32", "--max-steps-per-epoch", "2",
               "--eval-subset", "64", "--no-progress", "--seed", "3", "--threads", "1"]
     extra_2proc: list[str] = []
@@ -95,7 +120,9 @@ def test_two_process_ddp_matches_one_process(tmp_path: Path, mode: str) -> None:
         extra_2proc = ["--accum-steps", "2"]
     else:
         common += ["--train-subset", "256"]
-    if mode.startswith("student"):
+    if mode == "student-own-teacher":
+        common += ["--mode", "student"]
+    elif mode.startswith("student"):
         t = tmp_path / "t.pt"
         torch.manual_seed(0)
         classes = 2 if mode == "student-streamed" else 10
@@ -119,6 +146,10 @@ def test_two_process_ddp_matches_one_process(tmp_path: Path, mode: str) -> None:
     if mode == "teacher":  # a pure per-sample mean: gradients, hence weights, agree as well
         for k in w1:
             torch.testing.assert_close(w2[k], w1[k], atol=1e-5, rtol=1e-4)
+    if mode == "student-own-teacher":
+        t1, t2 = (_weights(tmp_path / f"w{n}" / "teacher" / "model.pt") for n in (1, 2))
+        for k in t1:
+            torch.testing.assert_close(t2[k], t1[k], atol=1e-5, rtol=1e-4)
 
 
 def test_two_nodes_meet_at_the_rendezvous_endpoint(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ import datetime
 import platform
 from typing import Any
 
-from ..config import ModelConfig
+from ..config import FAMILY_NAMES, ModelConfig
 from ..errors import ConfigError, DvitError
 from ..results.reference import Recording
 from .engines import engine_section
@@ -156,9 +156,10 @@ def build(inp: Inputs, title: str | None = None, images: int = DEFAULT_IMAGES) -
         masks["graphs"] = owner["label"]
     first = rows[0]["graph_set"]
     model = first.get("model") or (first.get("config") or {}).get("name")
+    family = FAMILY_NAMES.get((first.get("config") or {}).get("family", "deit"), "")
     data: dict[str, Any] = {
         "format": FORMAT,
-        "title": title or f"DynamicViT deployment report{f': {model}' if model else ''}",
+        "title": title or f"DynamicViT-{family} deployment report{f': {model}' if model else ''}",
         "created": datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat(),
         "made_on": machine_here(),
         "inputs": [{"role": s.role, "path": str(s.path), "sha256": s.sha256} for s in inp.sources],

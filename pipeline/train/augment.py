@@ -6,6 +6,7 @@ pad-2 crop and flip, per sample, for data too large to hold in memory.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -72,6 +73,16 @@ def eval_transform(aug: AugmentConfig, img_size: int, mean: tuple[float, ...], s
             mean=mean, std=std,
         )
     return T.Compose([FitSquare(img_size), T.ToTensor(), T.Normalize(mean, std)])
+
+
+def resize_words(aug: AugmentConfig, img_size: int) -> str | None:
+    """What the timm policy's transforms do to an image's size, in words, for the log; None for the other policies,
+    whose decode is fit_square on both paths (data.fit_square_words says what that does)."""
+    if aug.policy != "timm":
+        return None
+    s, short = img_size, math.floor(img_size / aug.crop_pct)  # timm's transforms_imagenet_eval
+    return (f"training: random resized crop to {s}x{s} ({aug.interpolation}) and timm's augmentation; evaluation: "
+            f"short side resized to {short} ({aug.interpolation}), centre crop to {s}x{s}")
 
 
 def mixer(aug: AugmentConfig, num_classes: int, label_smoothing: float) -> Any:

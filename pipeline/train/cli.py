@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from typing import Any
 
 from ..config import AMP_MODES, AUGMENT_POLICIES, LOADERS, PRESETS, model_config
 from ..errors import ConfigError
-from .recipe import RECIPES, train_config
+from .recipe import RECIPES, model_settings, train_config
 
 EPILOG = """\
 recipes (every value can be overridden by its flag):
@@ -18,6 +17,12 @@ data paths: 'auto' keeps small data with the shift-flip augmentation in memory a
 anything with --augment timm) through --workers decoding processes; the log says which and why. An
 unreadable image met while streaming is skipped with a warning naming it and counted in metrics.json
 (skipped_images); more than 1% of an epoch stops the run.
+
+any input: --img-size and --in-chans compose with every --model (the patch grid follows the size); images of
+any size and colour are turned into that input, and the log's 'data:' line says how. Classes come from the data.
+A teacher or --init-from checkpoint made for another input size or channel count is refused unless
+--interpolate-pos-embed resamples its position embeddings (bicubic) and adapts its first convolution, as timm does.
+--mode student without --teacher trains the dense teacher first, into OUT/teacher, then distils from it.
 
 many GPUs and nodes: run the same command on every node; it starts torchrun with the c10d rendezvous, e.g.
   dvit train --recipe deit --model deit_small_patch16_224 --data /data/imagenet --teacher T.pt --out runs/s \\
@@ -37,13 +42,29 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.epilog = EPILOG
     p.add_argument("--mode", choices=["teacher", "student"], default="student",
-                   help="teacher: dense ViT with cross-entropy; student: DynamicViT distilled from --teacher (default)")
+                   help="teacher: dense ViT with cross-entropy; student: DynamicViT distilled from --teacher, or from a "
+                   "teacher it trains first when none is given (default)")
     p.add_argument("--model", default="fmnist_tiny", choices=sorted(PRESETS), help="architecture preset (default fmnist_tiny)")
+    p.add_argument("--img-size", type=int, default=None, metavar="N",
+                   help="input size N x N for any --model (a multiple of its patch size; default: the preset's)")
+    p.add_argument("--in-chans", type=int, default=None, choices=(1, 3), metavar="C",
+                   help="input channels: 1 (grey) or 3 (RGB); images are converted to it (default: the preset's)")
+    p.add_argument("--num-classes", type=int, default=None, metavar="K",
+                   help="the classes are always taken from the data; given, K is checked against it")
     p.add_argument("--out", required=True, help="output directory: last.pt (resumable), model.pt, metrics.json/.csv")
     p.add_argument("--data", default=None, help="'fashion-mnist' (default), a directory of idx.gz files, an ImageFolder, or train/+val/ folders")
-    p.add_argument("--teacher", help="dense teacher checkpoint (ours) for distillation; its weights also initialise the student")
+    p.add_argument("--teacher", help="dense teacher checkpoint (ours, official/Token Labeling or timm/DeiT) for distillation; "
+                   "its weights also initialise the student. Without it a student trains its teacher first, into OUT/teacher")
+    p.add_argument("--teacher-epochs", type=int, default=None, metavar="N",
+                   help="epochs of the teacher a student trains for itself when no --teacher is given (default: --epochs)")
     p.add_argument("--init-from", help="initial weights: an official DynamicViT, timm/DeiT or dvit-edge checkpoint file, or "
-                   "timm:<model> to download timm's pretrained weights (only then is the network used)")
+                   "timm:<model> to download timm's pretrained weights (only then is the network used); a head for other "
+                   "classes starts fresh. With no --teacher it initialises the teacher trained first")
+    p.add_argument("--interpolate-pos-embed", action="store_true",
+                   help="let a --teacher/--init-from checkpoint of another input size or channel count in: resample its "
+                   "position embeddings (bicubic) and adapt its first convolution, as timm does")
+    p.add_argument("--drop-path", type=float, default=None, metavar="RATE",
+                   help="stochastic depth rate (default: the recipe's for --model, e.g. deit: 0.2 for deit-b; else 0)")
     p.add_argument("--keep-ratio", type=float, default=None, help="rho: stages keep rho, rho^2, rho^3 of the tokens (default 0.7)")
     p.add_argument("--pruning-loc", type=_block_indices, default=None, help="blocks before which to prune, e.g. 3,6,9 (default: quarters of the depth)")
     p.add_argument("--recipe", choices=sorted(RECIPES), default="small", help="where every default below comes from (default small)")
@@ -136,12 +157,33 @@ def main(args: argparse.Namespace) -> int:
     dense = args.mode == "teacher"
     if dense and (args.keep_ratio is not None or args.pruning_loc is not None):
         raise ConfigError("--keep-ratio/--pruning-loc apply to a student; drop them for --mode teacher")
-    mcfg = model_config(args.model, keep_ratio=args.keep_ratio, pruning_loc=args.pruning_loc, dense=dense)
-    tcfg, lr_note = train_config(args.recipe, overrides_of(args))
-    if int(os.environ.get("RANK", "0")) == 0:
-        print(f"recipe {args.recipe}: {lr_note}", file=sys.stderr, flush=True)
+    if args.img_size is not None:
+        check_img_size(args.img_size, args.model)
+    if args.num_classes is not None and args.num_classes < 1:
+        raise ConfigError(f"--num-classes must be at least 1, got {args.num_classes}: or drop it (the data says)")
+    mcfg = model_config(args.model, keep_ratio=args.keep_ratio, pruning_loc=args.pruning_loc, dense=dense,
+                        img_size=args.img_size, in_chans=args.in_chans)
+    drop_path = args.drop_path if args.drop_path is not None else model_settings(args.recipe, args.model).drop_path_rate
+    if drop_path is not None:
+        if not 0.0 <= drop_path < 1.0:
+            raise ConfigError(f"--drop-path {drop_path} is outside [0, 1): DeiT-B uses 0.2, 0 disables it")
+        mcfg = mcfg.replace(drop_path_rate=float(drop_path))
+    tcfg, lr_note = train_config(args.recipe, overrides_of(args), model=args.model)
     result = train(mcfg, tcfg, args.out, teacher_path=args.teacher, init_from=args.init_from, data=args.data,
-                   resume=args.resume, progress=not args.no_progress, stop_after_epochs=args.stop_after_epochs)
+                   resume=args.resume, progress=not args.no_progress, stop_after_epochs=args.stop_after_epochs,
+                   interpolate_pos_embed=args.interpolate_pos_embed, num_classes=args.num_classes,
+                   teacher_epochs=args.teacher_epochs, log=[f"recipe {args.recipe}: {lr_note}"])
     if "checkpoint" in result:
         print(f"wrote {result['checkpoint']}")
     return 0
+
+
+def check_img_size(img_size: int, model: str) -> None:
+    """One line naming the nearest sizes that divide into the model's patches (ModelConfig would say less)."""
+    patch = PRESETS[model].patch_size if model in PRESETS else None
+    if patch is None or (img_size >= patch and img_size % patch == 0):
+        return
+    below = (img_size // patch) * patch
+    near = [n for n in (below, below + patch) if n >= patch] or [patch]
+    raise ConfigError(f"--img-size {img_size} does not divide into {model}'s {patch}x{patch} patches: pass --img-size "
+                      f"{' or '.join(map(str, near))}")

@@ -1,4 +1,5 @@
-"""The training loop: a dense teacher with cross-entropy, or a DynamicViT student distilled from it.
+"""The training loop: a dense teacher with cross-entropy, or a DynamicViT student distilled from it (a student
+given no teacher trains its own first, into OUT/teacher).
 
 Distributed runs go through torchrun (DistributedDataParallel; NCCL on GPUs, Gloo on CPU). Data order,
 augmentation, Mixup and Gumbel noise derive from (seed, epoch, step) for the *global* batch and each rank takes
@@ -10,11 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import io
 import os
 import random
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -22,9 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..checkpoint import init_from_pretrained, load_model, read_checkpoint, save_checkpoint
+from ..checkpoint import init_from_pretrained, load_teacher, read_checkpoint, save_checkpoint
 from ..config import ModelConfig, TrainConfig
-from ..errors import CheckpointError, ConfigError, DataError
+from ..errors import CheckpointError, ConfigError, DataError, DvitError
 from ..io import atomic_write_json, atomic_write_text, ensure_writable_dir
 from ..losses import dynamicvit_loss
 from ..measure import accuracy
@@ -34,7 +37,7 @@ from .distributed import Dist
 from .optim import gumbel_noise_for, lr_factor, param_groups
 from .progress import EpochClock, duration, progress_bar, starvation_warning
 from .rng import rng_state, seeded, set_rng_state, step_seed
-from .sources import open_training_data
+from .sources import data_classes, open_training_data
 
 MAX_BAD_FRACTION = 0.01  # more unreadable images than this in an epoch stops the run
 
@@ -63,6 +66,18 @@ def _check_batch(cfg: TrainConfig, world: int, mixes: bool) -> int:
     return micro
 
 
+def _check_out(out: Path) -> None:
+    """Refuse, creating nothing, an output directory that cannot be made: its nearest existing ancestor must be a
+    writable directory. (Created later, once every other refusal has had its say.)"""
+    p = out.absolute()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    if not p.is_dir():
+        raise DvitError(f"cannot write {out}: {p} is a file (errno ENOTDIR): choose a writable --out")
+    if not os.access(p, os.W_OK):
+        raise DvitError(f"cannot write {out}: {p} is not writable (errno EACCES): choose a writable --out")
+
+
 def train(
     model_cfg: ModelConfig,
     cfg: TrainConfig,
@@ -74,16 +89,59 @@ def train(
     resume: bool = False,
     progress: bool = True,
     stop_after_epochs: int | None = None,
+    interpolate_pos_embed: bool = False,
+    num_classes: int | None = None,
+    teacher_epochs: int | None = None,
+    log: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Train and return the final metrics; writes last.pt (every epoch), model.pt and metrics logs to out_dir."""
+    """Train and return the final metrics; writes last.pt (every epoch), model.pt and metrics logs to out_dir.
+
+    Classes come from the data (`num_classes`, when given, must agree). A student without `teacher_path` first
+    trains its dense teacher on the same data and settings into out_dir/teacher (`teacher_epochs`, default
+    cfg.epochs; initialised from `init_from`), then distils from it. A teacher or `init_from` of another input size
+    or channel count is fitted only with `interpolate_pos_embed`. Every refusal comes before anything is written or
+    logged (`log`: lines the log starts with once they are past, e.g. the recipe's choice of lr).
+    """
     cfg.validate()
     student = not model_cfg.is_dense
-    if student and teacher_path is None:
-        raise ConfigError("a DynamicViT student needs a dense teacher: pass --teacher CKPT (see 'make teacher')")
-    dd = Dist()
     out = Path(out_dir)
-    if dd.is_main:
-        ensure_writable_dir(out)
+    _check_out(out)
+    if teacher_epochs is not None and (not student or teacher_path is not None):
+        raise ConfigError("--teacher-epochs sets the epochs of the teacher a student trains for itself (no --teacher): "
+                          "drop it")
+    if teacher_epochs is not None and teacher_epochs < 1:
+        raise ConfigError(f"--teacher-epochs must be at least 1, got {teacher_epochs}")
+    classes = data_classes(data)
+    if num_classes is not None and num_classes != len(classes):
+        shown = ", ".join(classes[:4]) + (", ..." if len(classes) > 4 else "")
+        raise ConfigError(f"--num-classes {num_classes} disagrees with the data, which has {len(classes)} classes "
+                          f"({shown}): drop --num-classes (the classes come from the data) or pass the matching data")
+    if len(classes) != model_cfg.num_classes:
+        model_cfg = model_cfg.replace(num_classes=len(classes))
+    dd = Dist()
+    if student and teacher_path is None:
+        own = _own_teacher(model_cfg, cfg, out, dd=dd, init_from=init_from, data=data, resume=resume,
+                           progress=progress, stop_after_epochs=stop_after_epochs, interpolate=interpolate_pos_embed,
+                           epochs=teacher_epochs or cfg.epochs, log=log)
+        if isinstance(own, dict):  # --stop-after-epochs spent on the teacher
+            dd.close()
+            return own
+        teacher_path, stop_after_epochs = own
+        init_from = None  # the student starts from the teacher it distils from, which --init-from initialised
+        resume = resume and (out / "last.pt").is_file()  # the student's part may not have begun before
+        log = ()  # said before the teacher's part
+    result = _train(model_cfg, cfg, out, dd=dd, teacher_path=teacher_path, init_from=init_from, data=data,
+                    resume=resume, progress=progress, stop_after_epochs=stop_after_epochs,
+                    interpolate=interpolate_pos_embed, log=log)
+    dd.close()
+    return result
+
+
+def _train(model_cfg: ModelConfig, cfg: TrainConfig, out: Path, *, dd: Dist, teacher_path: str | None,
+           init_from: str | None, data: str | None, resume: bool, progress: bool, stop_after_epochs: int | None,
+           interpolate: bool, log: Sequence[str]) -> dict[str, Any]:
+    """One model's training in the process group `dd` (the teacher's and the student's share one)."""
+    student = not model_cfg.is_dense
     device = torch.device(f"cuda:{dd.local_rank}" if torch.cuda.is_available() else "cpu")
     amp_dtype = _amp_dtype(cfg, device)
     micro = _check_batch(cfg, dd.world, cfg.aug.mixes)
@@ -92,25 +150,26 @@ def train(
 
     td = open_training_data(data, model_cfg, cfg, dd.rank, dd.world, dd.local_world, device.type == "cuda")
     batches, test_set = td.train, td.test
-    if dd.is_main:
-        for line in td.notes:
-            print(line, file=sys.stderr, flush=True)
     if len(td.classes) != model_cfg.num_classes:
         model_cfg = model_cfg.replace(num_classes=len(td.classes))
 
+    notes: list[str] = []
     teacher: DynamicViT | None = None
     if student:
         assert teacher_path is not None
-        teacher = load_model(teacher_path, expect=model_cfg.as_dense()).to(device).eval()
+        teacher = load_teacher(teacher_path, model_cfg, interpolate=interpolate, notes=notes).to(device)
         for p in teacher.parameters():
             p.requires_grad_(False)
 
     model = DynamicViT(model_cfg)
     if init_from:
-        init_from_pretrained(model, init_from)
+        init_from_pretrained(model, init_from, interpolate=interpolate, notes=notes)
     elif teacher is not None:
         model.load_state_dict(teacher.state_dict(), strict=False)  # backbone from the teacher; predictors fresh
     model.to(device)
+    if dd.is_main:  # every refusal is past: what the run is, then the run
+        for line in [*log, *td.notes, *notes]:
+            print(line, file=sys.stderr, flush=True)
 
     steps_per_epoch = batches.steps_per_epoch()  # --max-steps-per-epoch applied by the batch source
     if steps_per_epoch < 1:
@@ -148,6 +207,8 @@ def train(
         set_rng_state(state["rng"])
         start_epoch, history = int(state["epoch"]) + 1, list(state.get("history", []))
 
+    if dd.is_main:
+        ensure_writable_dir(out)  # only now: every refusal above leaves nothing behind
     ddp_model: nn.Module = model
     if dd.enabled:
         ddp_model = nn.parallel.DistributedDataParallel(model, device_ids=[dd.local_rank] if device.type == "cuda" else None)
@@ -265,7 +326,8 @@ def train(
         dd.barrier()
     batches.close()
 
-    result: dict[str, Any] = {"history": history}
+    result: dict[str, Any] = {"history": history, "epochs_run": end_epoch - start_epoch,
+                              "finished": end_epoch == cfg.epochs}
     if dd.is_main and end_epoch == cfg.epochs:
         final = history[-1] if history else {}
         extra = {"model_ema": ema.module.state_dict()} if ema is not None else {}
@@ -275,8 +337,46 @@ def train(
         atomic_write_json(out / "summary.json", {"model_config": model_cfg.to_dict(), "train_config": cfg.to_dict(),
                                                  "final": final, "teacher": teacher_path, "world_size": dd.world,
                                                  "data": td.describe(), "skipped_images": skipped_total})
-    dd.close()
     return result
+
+
+def _say(line: str) -> None:
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(line, file=sys.stderr, flush=True)
+
+
+def _own_teacher(model_cfg: ModelConfig, cfg: TrainConfig, out: Path, *, dd: Dist, init_from: str | None,
+                 data: str | None,
+                 resume: bool, progress: bool, stop_after_epochs: int | None, interpolate: bool,
+                 epochs: int, log: Sequence[str]) -> tuple[str, int | None] | dict[str, Any]:
+    """Train the dense teacher a student without --teacher distils from, into out/teacher, on the same data and
+    settings: (its model.pt, the --stop-after-epochs left for the student), or the result to return when the
+    teacher used up --stop-after-epochs. With --resume, a finished teacher is reused and an unfinished one resumed."""
+    tdir = out / "teacher"
+    done = tdir / "model.pt"
+    if resume and done.is_file():
+        _say(f"teacher: {done}, trained by this run before (--resume); the student is distilled from it")
+        return str(done), stop_after_epochs
+    if resume and not (tdir / "last.pt").is_file() and (out / "last.pt").is_file():
+        raise CheckpointError(f"--resume: {out / 'last.pt'} exists but {tdir} holds no teacher: pass the --teacher "
+                              "the student was distilled from")
+    start = "initialised from " + str(init_from) if init_from else "from random weights"
+    first = (f"teacher: no --teacher given, so the dense teacher trains first ({epochs} epoch{'s' if epochs != 1 else ''}, "
+             f"same data and settings, {start}) into {tdir}; the student is distilled from it next")
+    res = _train(model_cfg.as_dense(), dataclasses.replace(cfg, epochs=epochs), tdir, dd=dd, teacher_path=None,
+                 init_from=init_from, data=data, resume=resume and (tdir / "last.pt").is_file(), progress=progress,
+                 stop_after_epochs=stop_after_epochs, interpolate=interpolate, log=[*log, first])
+    dd.barrier()  # every rank loads the teacher that rank 0 has just written
+    left = None if stop_after_epochs is None else stop_after_epochs - int(res["epochs_run"])
+    stopped = {"history": [], "epochs_run": 0, "finished": False, "teacher": res}
+    if not res["finished"]:
+        _say(f"teacher: stopped after {res['epochs_run']} epoch(s) as --stop-after-epochs asks: continue with --resume")
+        return stopped
+    top1 = (res.get("final") or {}).get("test_top1")
+    _say(f"teacher: done{f' (test top-1 {top1:.2f}%)' if top1 is not None else ''}, {done}; "
+         + ("--stop-after-epochs reached: continue with --resume to distil the student" if left == 0
+            else "distilling the student from it"))
+    return stopped if left == 0 else (str(done), left)
 
 
 def _epoch_line(r: dict[str, Any], eta: float | None) -> str:

@@ -52,10 +52,11 @@ class FolderSource:
 
 class ArraySource:
     """Images already in memory as uint8 [N, C, H, W] (Fashion-MNIST's idx arrays), served as PIL images so
-    that the same per-sample transforms apply."""
+    that the same per-sample transforms apply; in the model's colour mode when `in_chans` is given (as
+    FolderSource's open_image converts files)."""
 
-    def __init__(self, images: Tensor, labels: Tensor, name: str):
-        self.images, self.labels, self._name = images, labels, name
+    def __init__(self, images: Tensor, labels: Tensor, name: str, in_chans: int | None = None):
+        self.images, self.labels, self._name, self.in_chans = images, labels, name, in_chans
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -70,7 +71,10 @@ class ArraySource:
         from PIL import Image
 
         a = self.images[i].numpy()
-        return Image.fromarray(a[0] if a.shape[0] == 1 else a.transpose(1, 2, 0))
+        im = Image.fromarray(a[0] if a.shape[0] == 1 else a.transpose(1, 2, 0))
+        if self.in_chans is not None and self.in_chans != a.shape[0]:
+            im = im.convert("L" if self.in_chans == 1 else "RGB")
+        return im
 
 
 class SampleSet(Dataset):  # type: ignore[type-arg]
