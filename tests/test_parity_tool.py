@@ -98,3 +98,21 @@ def test_utils_shim_records_and_selects():
     assert torch.equal(out, torch.tensor([[3.0, 1.0]]))
     assert len(calls) == 1 and calls[0][0] == (1, 3) and torch.equal(calls[0][1], idx)
     assert parity.RECORDER.calls is None  # recording stops with the block
+
+
+def test_convnext_names_need_dyconvnext_in_one_line(tmp_path):
+    (tmp_path / "models").mkdir()
+    for f in ("dyvit.py", "dylvvit.py"):
+        (tmp_path / "models" / f).write_text("# stub\n")
+    r = run_tool("--official", str(tmp_path), "--models", "convnext-t")
+    assert r.returncode == 2 and r.stdout == ""
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "models/dyconvnext.py" in lines[0] and "--models" in lines[0], r.stderr
+
+
+def test_batch_index_fill_by_hand():
+    x = torch.zeros(1, 4, 2)
+    x1 = torch.tensor([[[1.0, 1.0], [2.0, 2.0]]])
+    x2 = torch.tensor([[[3.0, 3.0], [4.0, 4.0]]])
+    out = parity.batch_index_fill(x, x1, x2, torch.tensor([[2, 0]]), torch.tensor([[3, 1]]))
+    assert out.tolist() == [[[2.0, 2.0], [4.0, 4.0], [1.0, 1.0], [3.0, 3.0]]]

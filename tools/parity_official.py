@@ -39,6 +39,11 @@ DeiT on 224x224 ones (the official VisionTransformerDiffPruning.forward hard-cod
 init_n = 14 * 14). Ours is the official name's preset with those changes, registered in pipeline.config.PRESETS for
 the loader while the check runs.
 
+DynamicCNN (issue 18), on request: --models convnext-t,convnext-s,convnext-b builds models/dyconvnext.py's AdaConvNeXt
+as infer.py does (sparse_ratio [rho, rho - 0.2, rho - 0.4]), loads it with pipeline.spatial.convnext.load_dynamic_cnn
+and compares the same columns (kept sets from hooks on the official predictors); it also compares the dense
+ConvNeXt_Teacher (Facebook's layout) and the training forward on the same Gumbel draws. --reduced: depths 1, 1, 4, 1.
+
 Prints a Markdown table; --json writes the figures. Exit status 0 when every name matches (max |logit difference|
 within 1e-4 of the logit scale, every kept set identical, every key mapped), 1 otherwise, 2 on a usage error.
 """
@@ -69,6 +74,15 @@ from torch import Tensor, nn
 
 OFFICIAL_NAMES = ("deit-256", "deit-s", "deit-b", "lvvit-s", "lvvit-m")
 REQUIRED_FILES = ("models/dyvit.py", "models/dylvvit.py")
+# DynamicCNN (issue 18): models/dyconvnext.py AdaConvNeXt as infer.py builds it; on request only (not the default).
+CNN_NAMES = ("convnext-t", "convnext-s", "convnext-b")
+CNN_FILE = "models/dyconvnext.py"
+CNN_BUILD: dict[str, dict[str, Any]] = {
+    "convnext-t": {"depths": [3, 3, 9, 3], "dims": [96, 192, 384, 768], "pruning_loc": [1, 2, 3]},
+    "convnext-s": {"depths": [3, 3, 27, 3], "dims": [96, 192, 384, 768], "pruning_loc": [3, 6, 9]},
+    "convnext-b": {"depths": [3, 3, 27, 3], "dims": [128, 256, 512, 1024], "pruning_loc": [3, 6, 9]},
+}
+CNN_REDUCED_DEPTHS = [1, 1, 4, 1]
 LOGIT_TOL = 1e-4  # max |logit difference| / logit scale
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -136,7 +150,15 @@ RECORDER = SelectRecorder()
 def make_utils_module() -> types.ModuleType:
     mod = types.ModuleType("utils", "dvit-edge stand-in for the official DynamicViT utils.py (batch_index_select only)")
     mod.batch_index_select = RECORDER  # type: ignore[attr-defined]
+    mod.batch_index_fill = batch_index_fill  # type: ignore[attr-defined]
     return mod
+
+
+def batch_index_fill(x: Tensor, x1: Tensor, x2: Tensor, idx1: Tensor, idx2: Tensor) -> Tensor:
+    """x [B, N, C] with rows idx1 [B, k1] replaced by x1 and rows idx2 by x2 (models/dyconvnext.py imports it from
+    `utils`, then defines its own: this one only lets the import succeed)."""
+    out = x.scatter(1, idx1.unsqueeze(-1).expand(-1, -1, x.shape[-1]), x1)
+    return out.scatter(1, idx2.unsqueeze(-1).expand(-1, -1, x.shape[-1]), x2)
 
 
 def check_checkout(path: str | Path) -> Path:
@@ -194,6 +216,32 @@ def import_official(root: Path) -> tuple[types.ModuleType, types.ModuleType, str
         else:
             sys.modules["utils"] = saved
     return mods[0], mods[1], note
+
+
+def import_official_cnn(root: Path) -> types.ModuleType:
+    """models/dyconvnext.py of the checkout, imported as import_official imports the ViT families."""
+    import importlib.util
+
+    if not (root / CNN_FILE).is_file():
+        raise ToolError(f"{root} has no {CNN_FILE}: extract it too ('git --git-dir=<mirror> archive HEAD models imgs | "
+                        "tar -x -C <dir>') or drop the convnext-* names from --models")
+    saved = sys.modules.get("utils")
+    sys.modules["utils"] = make_utils_module()
+    try:
+        name = "dynamicvit_official_dyconvnext"
+        spec = importlib.util.spec_from_file_location(name, root / CNN_FILE)
+        assert spec is not None and spec.loader is not None
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[name] = mod
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            spec.loader.exec_module(mod)
+    finally:
+        if saved is None:
+            sys.modules.pop("utils", None)
+        else:
+            sys.modules["utils"] = saved
+    return mod
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -480,6 +528,167 @@ def check_one(name: str, args: argparse.Namespace, root: Path, mods: tuple[types
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# DynamicCNN (ConvNeXt)
+# ---------------------------------------------------------------------------------------------------------------
+def cnn_spec(name: str, rho: float, reduced: bool) -> tuple[dict[str, Any], Any]:
+    """The official AdaConvNeXt kwargs (sparse_ratio [rho, rho - 0.2, rho - 0.4], as infer.py's KEEP_RATE2) and
+    our SpatialConfig for them."""
+    from pipeline.spatial.config import spatial_config
+
+    kwargs: dict[str, Any] = dict(CNN_BUILD[name], sparse_ratio=[rho, rho - 0.2, rho - 0.4])
+    cfg = spatial_config(name, keep_ratio=rho)
+    if reduced:
+        kwargs.update(depths=list(CNN_REDUCED_DEPTHS), pruning_loc=list(REDUCED_PRUNING_LOC))
+        cfg = cfg.replace(name=f"{name}-parity-reduced", depths=tuple(CNN_REDUCED_DEPTHS),
+                          pruning_loc=tuple(REDUCED_PRUNING_LOC))
+    return kwargs, cfg
+
+
+@torch.no_grad()
+def randomize_cnn_(model: nn.Module, seed: int, predictor_gain: float = 16.0) -> None:
+    """randomize_'s draws for a ConvNeXt, by parameter name (its channels-first LayerNorm and layer scales are
+    bare parameters): matrices and convolutions of unit gain, layer scales in [0.1, 0.6] (not the 1e-6 init, which
+    would hide every residual branch), norms 1 +- 0.1 / 0 +- 0.05, other biases std 0.05, each predictor's last
+    convolution at predictor_gain."""
+    g = torch.Generator().manual_seed(seed)
+    for name, p in model.named_parameters():
+        if name.endswith("gamma"):
+            p.copy_(torch.rand(p.shape, generator=g) * 0.5 + 0.1)
+        elif p.ndim == 1 and name.endswith("weight"):  # 1-D weights are norms' in a ConvNeXt
+            p.copy_(torch.randn(p.shape, generator=g) * 0.1 + 1.0)
+        elif p.ndim == 1:
+            p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+        else:
+            gain = predictor_gain if name.startswith("score_predictor") and p.shape[0] == 2 else 1.0
+            p.copy_(torch.randn(p.shape, generator=g) * gain / p[0].numel() ** 0.5)
+
+
+@torch.no_grad()
+def run_official_cnn(model: nn.Module, images: Tensor) -> OfficialRun:
+    """Eval forward; each predictor's partition (idx1 = slow-path positions) and log p(keep) come from hooks."""
+    scores: list[Tensor] = []
+    kept: list[Tensor] = []
+    hooks = [p.register_forward_hook(lambda _m, _i, out: kept.append(out[1][0].clone())) for p in model.score_predictor]
+    hooks += [p.out_conv.register_forward_hook(lambda _m, _i, out: scores.append(out[:, 0].flatten(1).clone()))
+              for p in model.score_predictor]
+    try:
+        logits = model(images)
+    finally:
+        for h in hooks:
+            h.remove()
+    B, N = scores[0].shape
+    ids = torch.arange(N).expand(B, -1)
+    gaps, saturated = [], []
+    for sc, kp in zip(scores, kept):
+        srt = sc.sort(dim=1, descending=True).values
+        k = kp.shape[1]
+        gaps.append(float((srt[:, k - 1] - srt[:, k]).min()) if k < N else float("inf"))
+        saturated.append(int((sc == 0).sum(dim=1).max()))
+    return OfficialRun(logits, kept, gaps, saturated, scores, [ids] * len(kept))
+
+
+def check_cnn(name: str, args: argparse.Namespace, root: Path, mod: types.ModuleType, log: Any) -> dict[str, Any]:
+    """check_one for DynamicCNN, plus the dense teacher (ConvNeXt_Teacher, Facebook's layout) and the training
+    forward on the same Gumbel draws (same seed: neither model draws anything else)."""
+    from pipeline.errors import CheckpointError
+    from pipeline.spatial.convnext import load_dynamic_cnn
+
+    rho = args.keep_ratio
+    kwargs, cfg = cnn_spec(name, rho, args.reduced)
+    img = cfg.img_size
+    t0 = time.perf_counter()
+    official = mod.AdaConvNeXt(**kwargs)
+    seed = args.seed * 1_000_003 + zlib.crc32(name.encode())
+    randomize_cnn_(official, seed, args.predictor_gain)
+    official.eval()
+    sd = official.state_dict()
+    result: dict[str, Any] = {
+        "official_class": type(official).__name__, "official_kwargs": dict(kwargs), "our_config": cfg.to_dict(),
+        "img_size": img, "weights_seed": seed, "parameters": sum(p.numel() for p in official.parameters()),
+    }
+    with tempfile.TemporaryDirectory(prefix="parity-official-") as tmp:
+        path = Path(tmp) / f"{name}.pth"
+        torch.save({"model": sd}, path)
+        try:
+            ours = load_dynamic_cnn(path, cfg)
+        except CheckpointError as e:
+            result.update(load_error=str(e), match=False, missing_keys=[], unexpected_keys=[])
+            return result
+        own = ours.state_dict()
+        result.update(missing_keys=sorted(set(own) - set(sd)), unexpected_keys=sorted(set(sd) - set(own)),
+                      state_dict_keys=len(sd))
+        teacher = mod.ConvNeXt_Teacher(depths=kwargs["depths"], dims=kwargs["dims"])
+        tsd = {k: v for k, v in sd.items() if k in teacher.state_dict()}
+        teacher.load_state_dict(tsd)
+        teacher.eval()
+        torch.save({"model": tsd}, path)
+        our_teacher = load_dynamic_cnn(path, cfg.as_dense())
+    images = torch.randn(args.images, 3, img, img, generator=torch.Generator().manual_seed(args.seed))
+    real, real_files = real_images(root, args.real_images, img)
+    batch = torch.cat([images, real])
+    result.update(random_images=args.images, real_images=real_files)
+    off = run_official_cnn(official, batch)
+    with torch.no_grad():
+        our = ours.forward_inference(batch)
+        t_off, t_ours = teacher(batch), our_teacher.forward_teacher(batch)
+    official.train()
+    ours.train()
+    torch.manual_seed(args.seed + 1)
+    off_train = official(batch)
+    torch.manual_seed(args.seed + 1)
+    our_train = ours(batch)
+    result["seconds"] = round(time.perf_counter() - t0, 1)
+    diff = (our.logits - off.logits).abs()
+    scale = float(off.logits.abs().max())
+    stage_same = [same_sets(o, f) for o, f in zip(our.kept_positions, off.grid_ids)]
+    n_rand = args.images
+
+    def frac(t: Tensor) -> float | None:
+        return float(t.float().mean()) if t.numel() else None
+
+    stages = [{
+        "kept": off.grid_ids[s].shape[1], "kept_ours": our.kept_positions[s].shape[1], "same_set": frac(same),
+        "same_set_random": frac(same[:n_rand]), "same_set_real": frac(same[n_rand:]),
+        "same_order": bool(torch.equal(our.kept_positions[s], off.grid_ids[s])),
+        "min_boundary_gap_logp": off.boundary_gap[s], "max_tokens_with_logp_0": off.saturated[s],
+        "differing_images": [int(i) for i in torch.nonzero(~same).flatten()],
+    } for s, same in enumerate(stage_same)]
+    ratio = float(diff.max()) / scale if scale > 0 else float("inf")
+    all_same = torch.stack(stage_same).all(dim=0)
+    train = {
+        "max_abs_logit_diff": float((our_train.logits - off_train[0]).detach().abs().max()),
+        "max_abs_featmap_diff": float((our_train.featmap - off_train[1]).detach().abs().max()),
+        "decisions_equal": all(torch.equal(a.flatten(1), b) for a, b in zip(off_train[2], our_train.decisions)),
+        "mean_slow_share": [round(float(d.detach().mean()), 4) for d in our_train.decisions],
+    }
+    dense = {
+        "state_dict_keys": len(tsd), "max_abs_logit_diff": float((t_ours[0] - t_off[0]).abs().max()),
+        "max_abs_featmap_diff": float((t_ours[1] - t_off[1]).abs().max()),
+        "bit_exact": bool(torch.equal(t_ours[0], t_off[0]) and torch.equal(t_ours[1], t_off[1])),
+    }
+    keys_ok = not result["missing_keys"] and not result["unexpected_keys"]
+    t_scale = float(t_off[0].abs().max())
+    result.update(
+        max_abs_logit_diff=float(diff.max()), logit_scale=scale, ratio=ratio,
+        max_abs_logit_diff_random=float(diff[:n_rand].max()) if n_rand else None,
+        max_abs_logit_diff_real=float(diff[n_rand:].max()) if len(real_files) else None,
+        bit_exact_logits=bool(torch.equal(our.logits, off.logits)),
+        top1_agreement=frac(our.logits.argmax(1) == off.logits.argmax(1)),
+        distinct_top1_classes=int(off.logits.argmax(1).unique().numel()), stages=stages,
+        max_abs_logit_diff_where_sets_agree=float(diff[all_same].max()) if bool(all_same.any()) else None,
+        first_divergences=first_divergences(our.kept_positions, off, n_rand), teacher=dense, training=train,
+        match=bool(keys_ok and ratio <= LOGIT_TOL and all(bool(s.all()) for s in stage_same)
+                   and dense["max_abs_logit_diff"] <= LOGIT_TOL * t_scale and train["decisions_equal"]
+                   and train["max_abs_logit_diff"] <= LOGIT_TOL * float(off_train[0].detach().abs().max())),
+    )
+    sets = ", ".join(f"{st['same_set']:.3f}" for st in stages)
+    log(f"{name}: ratio {ratio:.2e}, top-1 {result['top1_agreement']:.3f}, kept sets {sets}; teacher |dlogit| "
+        f"{dense['max_abs_logit_diff']:.2e}; training |dlogit| {train['max_abs_logit_diff']:.2e}, decisions equal "
+        f"{train['decisions_equal']} ({result['seconds']} s)")
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # Report
 # ---------------------------------------------------------------------------------------------------------------
 def markdown_table(report: dict[str, Any]) -> str:
@@ -535,7 +744,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="root of a checkout of github.com/raoyongming/DynamicViT (holding models/dyvit.py and "
                         "models/dylvvit.py; its imgs/*.jpg are the real images)")
     p.add_argument("--models", default=",".join(OFFICIAL_NAMES), metavar="NAMES",
-                   help=f"comma-separated official names (default: all of {','.join(OFFICIAL_NAMES)})")
+                   help=f"comma-separated official names (default: all of {','.join(OFFICIAL_NAMES)}; "
+                        f"DynamicCNN on request: {','.join(CNN_NAMES)}, from models/dyconvnext.py)")
     p.add_argument("--images", type=int, default=8, metavar="N", help="seeded randn images per model (default 8)")
     p.add_argument("--real-images", type=int, default=4, metavar="N",
                    help="real images from the checkout's imgs/*.jpg, resized and ImageNet-normalised (default 4)")
@@ -552,9 +762,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--json", metavar="OUT.json", help="write the figures to this file")
     args = p.parse_args(argv)
     names = [n.strip() for n in args.models.split(",") if n.strip()]
-    bad = [n for n in names if n not in OFFICIAL_NAMES]
+    bad = [n for n in names if n not in OFFICIAL_NAMES + CNN_NAMES]
     if bad or not names:
-        p.error(f"unknown model name(s) {bad or [args.models]}: choose from {','.join(OFFICIAL_NAMES)}")
+        p.error(f"unknown model name(s) {bad or [args.models]}: choose from {','.join(OFFICIAL_NAMES + CNN_NAMES)}")
     args.names = names
     if args.images < 0 or args.real_images < 0 or args.images + args.real_images == 0:
         p.error("--images and --real-images must be >= 0 and not both 0")
@@ -567,6 +777,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         root = check_checkout(args.official)
+        cnn = import_official_cnn(root) if any(n in CNN_NAMES for n in args.names) else None
     except ToolError as e:
         print(f"parity_official.py: error: {e}", file=sys.stderr)
         return 2
@@ -579,7 +790,8 @@ def main(argv: list[str] | None = None) -> int:
     dyvit, dylvvit, timm_note = import_official(root)
     report: dict[str, Any] = {
         "command": "python tools/parity_official.py " + " ".join(sys.argv[1:] if argv is None else argv),
-        "official": {"path": str(root), **{f: file_digest(root / f) for f in REQUIRED_FILES}},
+        "official": {"path": str(root), **{f: file_digest(root / f) for f in REQUIRED_FILES},
+                     **({CNN_FILE: file_digest(root / CNN_FILE)} if cnn is not None else {})},
         "shims": {"utils": "tool-provided module with batch_index_select (official utils.py needs torch._six and "
                            "tensorboardX)", "timm": timm_note},
         "versions": {"torch": torch.__version__, "timm": timm.__version__, "python": platform.python_version()},
@@ -590,7 +802,11 @@ def main(argv: list[str] | None = None) -> int:
         "models": {},
     }
     for name in args.names:
-        report["models"][name] = check_one(name, args, root, (dyvit, dylvvit), log)
+        if name in CNN_NAMES:
+            assert cnn is not None
+            report["models"][name] = check_cnn(name, args, root, cnn, log)
+        else:
+            report["models"][name] = check_one(name, args, root, (dyvit, dylvvit), log)
     report["all_match"] = all(r["match"] for r in report["models"].values())
     print(markdown_table(report))
     print()
