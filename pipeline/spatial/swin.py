@@ -27,6 +27,7 @@ from ..checkpoint import extract_state_dict, load_weights, read_checkpoint
 from ..errors import CheckpointError, ConfigError
 from ..model import DropPath, Mlp, PredictorLG, gumbel_hard_keep
 from .config import SpatialConfig
+from .sparse import Partition, gather_positions, rank_positions, scatter_positions
 
 PATCH = 4  # Swin's stem: a 4x4 stride-4 convolution
 MASK_FILL = -100.0  # the official shifted-window mask value between positions of different regions
@@ -112,31 +113,6 @@ class FastMlp(nn.Module):
 
 
 # ---- blocks ----
-@dataclass(frozen=True)
-class Partition:
-    """One pruning location's split of the map's positions: slow [B, k] (highest score first), fast [B, N - k]."""
-
-    slow: Tensor
-    fast: Tensor
-
-    @property
-    def order(self) -> Tensor:
-        """[B, N]: slow then fast, a permutation of the positions (the scatter-back index)."""
-        return torch.cat([self.slow, self.fast], dim=1)
-
-
-def gather_positions(x: Tensor, idx: Tensor) -> Tensor:
-    """x [B, N, C], idx [B, k] -> [B, k, C] (ONNX GatherElements)."""
-    return torch.gather(x, 1, idx.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
-
-
-def scatter_positions(parts: Tensor, order: Tensor) -> Tensor:
-    """Inverse of gathering by the permutation `order` [B, N]: out[b, order[b, j]] = parts[b, j] (ONNX
-    ScatterElements onto zeros; every position is written exactly once, so the result is deterministic)."""
-    index = order.unsqueeze(-1).expand(-1, -1, parts.shape[-1])
-    return torch.zeros_like(parts).scatter(1, index, parts)
-
-
 class SwinBlock(nn.Module):
     """Swin block on a static H x W map; `adaptive` adds the fast path used at and after the pruning locations."""
 
@@ -330,13 +306,7 @@ class DynamicSwin(nn.Module):
     def rank_positions(self, location: int, x: Tensor) -> Partition:
         """The slow (top keep_counts) and fast positions at a location. One full descending TopK (ties to the lower
         index, as ONNX TopK specifies; a stable sort in eager mode), sliced: the two sets always partition the map."""
-        scores = self.keep_scores(location, x)
-        k, N = self.cfg.keep_counts[location - 1], scores.shape[1]
-        if torch.onnx.is_in_onnx_export():
-            order = torch.topk(scores, N, dim=1, largest=True, sorted=True).indices
-        else:
-            order = torch.sort(scores, dim=1, descending=True, stable=True).indices
-        return Partition(order[:, :k], order[:, k:])
+        return rank_positions(self.keep_scores(location, x), self.cfg.keep_counts[location - 1])
 
     def run_blocks(self, x: Tensor, start: int, end: int, partition: Partition | None = None) -> Tensor:
         """Third-stage blocks [start, end), all with the same partition (None: dense)."""
