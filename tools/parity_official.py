@@ -190,17 +190,16 @@ def timm_layers_note() -> str:
         return f"timm {timm.__version__}: timm.models.layers missing, aliased to timm.layers"
 
 
-def import_official(root: Path) -> tuple[types.ModuleType, types.ModuleType, str]:
-    """models/dyvit.py and models/dylvvit.py of the checkout, imported under private names with the tool's
-    `utils` in sys.modules (the previous `utils`, if any, is restored afterwards)."""
+def _exec_official(root: Path, rels: tuple[str, ...]) -> list[types.ModuleType]:
+    """The checkout's files `rels`, imported under private names with the tool's `utils` in sys.modules (the
+    previous `utils`, if any, is restored afterwards)."""
     import importlib.util
 
-    note = timm_layers_note()
     saved = sys.modules.get("utils")
     sys.modules["utils"] = make_utils_module()
     mods = []
     try:
-        for rel in REQUIRED_FILES:
+        for rel in rels:
             name = "dynamicvit_official_" + Path(rel).stem
             spec = importlib.util.spec_from_file_location(name, root / rel)
             assert spec is not None and spec.loader is not None
@@ -215,33 +214,22 @@ def import_official(root: Path) -> tuple[types.ModuleType, types.ModuleType, str
             sys.modules.pop("utils", None)
         else:
             sys.modules["utils"] = saved
-    return mods[0], mods[1], note
+    return mods
+
+
+def import_official(root: Path) -> tuple[types.ModuleType, types.ModuleType, str]:
+    """models/dyvit.py and models/dylvvit.py of the checkout (see _exec_official)."""
+    note = timm_layers_note()
+    vit, lvvit = _exec_official(root, tuple(REQUIRED_FILES))
+    return vit, lvvit, note
 
 
 def import_official_cnn(root: Path) -> types.ModuleType:
     """models/dyconvnext.py of the checkout, imported as import_official imports the ViT families."""
-    import importlib.util
-
     if not (root / CNN_FILE).is_file():
         raise ToolError(f"{root} has no {CNN_FILE}: extract it too ('git --git-dir=<mirror> archive HEAD models imgs | "
                         "tar -x -C <dir>') or drop the convnext-* names from --models")
-    saved = sys.modules.get("utils")
-    sys.modules["utils"] = make_utils_module()
-    try:
-        name = "dynamicvit_official_dyconvnext"
-        spec = importlib.util.spec_from_file_location(name, root / CNN_FILE)
-        assert spec is not None and spec.loader is not None
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            spec.loader.exec_module(mod)
-    finally:
-        if saved is None:
-            sys.modules.pop("utils", None)
-        else:
-            sys.modules["utils"] = saved
-    return mod
+    return _exec_official(root, (CNN_FILE,))[0]
 
 
 # ---------------------------------------------------------------------------------------------------------------
