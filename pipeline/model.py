@@ -242,6 +242,18 @@ class InferenceOutput:
     stage_inputs: list[Tensor]
 
 
+def init_linear_and_norm(m: nn.Module) -> None:
+    """timm's ViT/Swin initialisation: truncated-normal Linear weights, zero biases, unit LayerNorms; convolutions
+    and BatchNorm keep PyTorch's, as in the official code."""
+    if isinstance(m, nn.Linear):
+        nn.init.trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.LayerNorm):
+        nn.init.ones_(m.weight)
+        nn.init.zeros_(m.bias)
+
+
 class DynamicViT(nn.Module):
     """ViT with prediction modules before `pruning_loc` blocks; with no pruning locations it is the dense
     teacher, whose state dict is a plain timm ViT's."""
@@ -264,17 +276,7 @@ class DynamicViT(nn.Module):
         self.score_predictor = nn.ModuleList(PredictorLG(C) for _ in cfg.pruning_loc)
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:  # convolutions and BatchNorm keep PyTorch's, as in the official code
-        if isinstance(m, nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
+        self.apply(init_linear_and_norm)
 
     def no_weight_decay(self) -> set[str]:
         return {"pos_embed", "cls_token"}

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from ..checkpoint import extract_state_dict, load_weights, read_checkpoint
 from ..errors import CheckpointError, ConfigError
-from ..model import DropPath, Mlp, PredictorLG, gumbel_hard_keep
+from ..model import DropPath, Mlp, PredictorLG, gumbel_hard_keep, init_linear_and_norm
 from .config import SpatialConfig
 from .sparse import Partition, gather_positions, rank_positions, scatter_positions
 
@@ -260,17 +260,7 @@ class DynamicSwin(nn.Module):
         self.layers = nn.ModuleList(SwinStage(cfg, i, dpr[starts[i]:starts[i] + cfg.depths[i]]) for i in range(4))
         self.norm = nn.LayerNorm(cfg.dims[3])
         self.head = nn.Linear(cfg.dims[3], cfg.num_classes)
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        if isinstance(m, nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
+        self.apply(init_linear_and_norm)
 
     def no_weight_decay_keywords(self) -> set[str]:
         return {"relative_position_bias_table"}
