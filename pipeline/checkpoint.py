@@ -224,10 +224,32 @@ def check_architecture(sd: dict[str, torch.Tensor], cfg: ModelConfig, path: str 
     )
 
 
+def _spatial_request(obj: dict[str, Any], expect: Any, preset: str | None) -> Any:
+    """pipeline.spatial.load when the file or the request is a ConvNeXt/Swin one (imported only then), else None;
+    a spatial file asked for as a ViT (or the reverse) is refused in one line naming both."""
+    from .spatial.config import SPATIAL_FAMILIES, SPATIAL_PRESETS
+
+    ours_family = obj.get("config", {}).get("family") if is_ours(obj) else None
+    file_spatial = ours_family in SPATIAL_FAMILIES
+    asked = (expect is not None and getattr(expect, "family", None) in SPATIAL_FAMILIES) or preset in SPATIAL_PRESETS
+    asked_vit = (expect is not None and not asked) or (preset is not None and preset not in SPATIAL_PRESETS)
+    if file_spatial and asked_vit:
+        raise CheckpointError(f"checkpoint holds a '{obj['config'].get('name')}' model ({ours_family}), not the token-"
+                              f"pruning '{getattr(expect, 'name', preset)}': pass --model {obj['config'].get('name')}")
+    if is_ours(obj) and not file_spatial and asked:
+        raise CheckpointError(f"checkpoint holds a '{obj['config'].get('name')}' model ({ours_family or 'deit'}), not "
+                              f"'{getattr(expect, 'name', preset)}': pass --model {obj['config'].get('name')}")
+    if file_spatial or asked:
+        from .spatial import load
+
+        return load
+    return None
+
+
 def load_model(
-    path: str | os.PathLike[str], expect: ModelConfig | None = None, keep_ratio: float | None = None,
+    path: str | os.PathLike[str], expect: Any = None, keep_ratio: float | None = None,
     preset: str | None = None,
-) -> DynamicViT:
+) -> Any:
     """The one checkpoint loader: ours (config inside), official DynamicViT ({'model': ...}) or timm/DeiT state dicts.
 
     Our files say their architecture; a foreign file takes it from `expect` (a manifest's config) or from the
@@ -236,6 +258,11 @@ def load_model(
     """
     obj = read_checkpoint(path)
     sd = extract_state_dict(obj)
+    spatial = _spatial_request(obj, expect, preset)
+    if spatial is not None:
+        return spatial.load_spatial(path, obj, sd, preset=preset, keep_ratio=keep_ratio,
+                                    expect=expect if not isinstance(expect, ModelConfig) else None)
+    assert expect is None or isinstance(expect, ModelConfig)
     if is_ours(obj):
         cfg = config_of(obj, path)
     elif expect is not None:

@@ -8,9 +8,12 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .spatial.config import SpatialConfig
 
 
 def default_pruning_loc(depth: int) -> tuple[int, ...]:
@@ -40,6 +43,12 @@ class ModelConfig:
     # residual branches divided by skip_lam, and an auxiliary token head joining the class head at inference.
     family: str = "deit"
     skip_lam: float = 1.0
+
+    # The graph-set contract: stage graph i >= 1 takes the tokens `tokens_i` left by the previous pruning point and
+    # returns `kept_indices_i`, indices into those tokens (nested: compose them for patch ids). The spatial families
+    # (pipeline.spatial.config.SpatialConfig) say "features" and absolute positions instead.
+    boundary = "tokens"
+    nested_selection = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "pruning_loc", tuple(int(p) for p in self.pruning_loc))
@@ -143,7 +152,7 @@ class ModelConfig:
 
 
 FAMILIES = ("deit", "lvvit")
-FAMILY_NAMES = {"deit": "DeiT", "lvvit": "LV-ViT"}
+FAMILY_NAMES = {"deit": "DeiT", "lvvit": "LV-ViT", "convnext": "ConvNeXt", "swin": "Swin"}
 
 # Presets. The DeiT ones are the paper's setting (ImageNet, 224x224, 196 tokens, pruning before blocks 3/6/9).
 # fmnist_tiny is sized for the embedded default on a 2-core CPU: 28x28 grey images in 4x4 patches give a
@@ -330,6 +339,21 @@ class TrainConfig:
         if "augment" in d:  # written before augmentation policies existed
             aug.policy = "shift-flip" if d.pop("augment") else "none"
         return cls(**d, loss=loss, aug=aug)
+
+
+if TYPE_CHECKING:
+    # The config of any family: what a graph set, a checkpoint or a manifest may hold.
+    AnyConfig: TypeAlias = ModelConfig | SpatialConfig
+
+
+def config_from_dict(d: dict[str, Any]) -> ModelConfig | SpatialConfig:
+    """The model config a checkpoint or manifest records, of whichever family: token pruning (DeiT, LV-ViT) or
+    spatial sparsification (ConvNeXt, Swin)."""
+    from .spatial.config import SPATIAL_FAMILIES, SpatialConfig
+
+    if d.get("family") in SPATIAL_FAMILIES:
+        return SpatialConfig.from_dict(d)
+    return ModelConfig.from_dict(d)
 
 
 def dumps(obj: Any) -> str:

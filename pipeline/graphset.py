@@ -16,12 +16,15 @@ import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .config import ModelConfig
+from .config import config_from_dict
 from .errors import ConfigError, ManifestError
 from .manifest import read_manifest, write_manifest
 from .preprocessing import Preprocessing
+
+if TYPE_CHECKING:
+    from .config import AnyConfig
 
 # Manifest kinds that hold a graph set, in pipeline order.
 KINDS = ("export", "precision", "plugin", "engine")
@@ -121,7 +124,7 @@ class GraphSet:
     root: Path
     kind: str
     manifest: dict[str, Any]
-    config: ModelConfig
+    config: AnyConfig
     batches: dict[int, BatchGraphs] = field(default_factory=dict)
 
     @classmethod
@@ -142,7 +145,7 @@ class GraphSet:
             )
         if not isinstance(m.get("graphs"), dict) or not m["graphs"] or "model_config" not in m:
             raise ManifestError(f"{where}/manifest.json has no graphs or no model config: re-run the stage that wrote it")
-        cfg = ModelConfig.from_dict(m["model_config"])
+        cfg = config_from_dict(m["model_config"])
         batches = {int(b): _batch(where, int(b), g, cfg) for b, g in m["graphs"].items()}
         return cls(where, str(kind), m, cfg, dict(sorted(batches.items())))
 
@@ -210,7 +213,7 @@ def _producer(kind: str) -> str:
             "engine": "'dvit build'"}.get(kind, f"'{kind}'")
 
 
-def _batch(root: Path, b: int, g: dict[str, Any], cfg: ModelConfig) -> BatchGraphs:
+def _batch(root: Path, b: int, g: dict[str, Any], cfg: AnyConfig) -> BatchGraphs:
     S = len(cfg.pruning_loc) + 1
     stages = sorted((GraphEntry(root, "stage", b, e) for e in g.get("stages") or []), key=lambda e: e.index or 0)
     if [e.index for e in stages] != list(range(S)):
@@ -246,7 +249,7 @@ def write_graph_set(
     unknown = set(header) - set(HEADER_KEYS)
     if unknown:
         raise ValueError(f"internal: header keys {sorted(unknown)} are not graph-set header keys")
-    cfg = ModelConfig.from_dict(header["model_config"])
+    cfg = config_from_dict(header["model_config"])
     for b, g in graphs.items():
         _batch(Path(root), int(b), g, cfg)
     files = [e["file"] for g in graphs.values() for e in [*g["stages"], g["fused"], g.get("teacher")] if e]

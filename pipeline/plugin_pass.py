@@ -251,10 +251,14 @@ def plugin_pass(
 ) -> dict[str, Any]:
     """Rewrite every graph of an export or precision graph set; returns the plugin graph set's manifest."""
     src = GraphSet.load(graphs, ("export", "precision"))
-    n_prune = src.num_stages - 1
+    # The spatial families keep every position (ranked by one TopK over the whole map, both partitions gathered
+    # with GatherElements, scattered back with ScatterElements): no TopK+gather-of-k pattern, TensorRT's native
+    # layers (see plugins/README.md, "Spatial sparsification"). The pass copies their graphs unchanged.
+    per_point = 0 if src.config.boundary == "features" else 1
+    n_prune = (src.num_stages - 1) * per_point
     jobs: list[tuple[GraphEntry, int]] = []  # (graph, expected replacements)
     for g in src.batches.values():
-        jobs += [(s, 1 if s.index else 0) for s in g.stages] + [(g.fused, n_prune)]
+        jobs += [(s, per_point if s.index else 0) for s in g.stages] + [(g.fused, n_prune)]
         if g.teacher is not None:
             jobs.append((g.teacher, 0))
     if verify:
@@ -305,9 +309,14 @@ def plugin_pass(
                     "outputs": ["kept_tokens [B,k+1,C] (class token first)", "kept_indices [B,k] int32"]},
             replaced={"total": total, "per_graph": {e["file"]: e["replaced"] for g in new_graphs.values()
                                                     for e in [*g["stages"], g["fused"], g["teacher"]] if e}},
-            ort_reference=_ort_reference_info() if verify else None,
+            ort_reference=_ort_reference_info() if verify and total else None,
+            native_selection=None if per_point else NATIVE_SELECTION,
         )
     return GraphSet.load(out, ("plugin",)).manifest
+
+
+NATIVE_SELECTION = ("spatial sparsification: positions are ranked by TensorRT's native TopK and split and merged "
+                    "by its native GatherElements and ScatterElements (no DvitTopKGather pattern)")
 
 
 def _ort_reference_info() -> dict[str, str]:
@@ -346,6 +355,9 @@ def main(args: argparse.Namespace) -> int:
     m = plugin_pass(args.graphs, args.out, overwrite=args.overwrite, verify=not args.no_verify, data=args.data,
                     progress=not args.no_progress)
     per = m["replaced"]["per_graph"]
+    if m.get("native_selection"):
+        print(f"{m['native_selection']}: {len(per)} graphs copied unchanged -> {args.out}")
+        return 0
     print(f"replaced {m['replaced']['total']} TopK+gather pattern(s) with {PLUGIN_OP} in {sum(1 for v in per.values() if v)} "
           f"of {len(per)} graphs -> {args.out}" + ("" if args.no_verify else "; outputs bitwise equal to the originals"))
     return 0

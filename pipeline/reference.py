@@ -70,7 +70,7 @@ def record(
     ds = load_dataset(data, "test", cfg.in_chans, cfg.img_size)
     sl = from_image_set(ds, "test", limit, data)
     runner = PyTorchRunner(net)
-    keep = [n for n in runner.output_names if tokens or not n.startswith("tokens_")]
+    keep = [n for n in runner.output_names if tokens or not n.startswith(f"{cfg.boundary}_")]
     saved = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)

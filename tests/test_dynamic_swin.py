@@ -221,7 +221,7 @@ def test_each_location_puts_exactly_keep_counts_positions_on_the_slow_path() -> 
         out = model.forward_inference(images)
         assert [k.shape[1] for k in out.kept_positions] == REDUCED.keep_counts == [11, 7, 4]
         for s, x in enumerate(out.stage_inputs[1:], start=1):
-            part = model.rank_positions(s, x)
+            part = model.select_positions(s, x)
             assert torch.equal(part.slow, out.kept_positions[s - 1])
             assert torch.equal(part.order.sort(dim=1).values, torch.arange(16).expand(3, -1))
             scores = model.keep_scores(s, x)
@@ -240,7 +240,7 @@ def test_each_location_puts_exactly_keep_counts_positions_on_the_slow_path() -> 
 def test_ties_go_to_the_lower_position() -> None:
     model = loaded()
     x = torch.randn(1, 1, 64).expand(2, 16, 64)  # every position alike: all scores tie
-    part = model.rank_positions(1, x)
+    part = model.select_positions(1, x)
     assert part.slow.tolist() == [list(range(11))] * 2
 
 
@@ -308,7 +308,7 @@ class LocationStage(nn.Module):
         self.model, self.s = model, s
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        part = self.model.rank_positions(self.s, x)
+        part = self.model.select_positions(self.s, x)
         return self.model.run_blocks(x, *self.model.stage_bounds()[self.s], part), part.slow
 
 

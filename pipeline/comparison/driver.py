@@ -70,19 +70,20 @@ class Comparison:
     result: dict[str, Any]
     logits: dict[str, np.ndarray]
     ids: dict[str, list[np.ndarray]]
+    nested: bool = True  # kept indices nest (token pruning) or are grid positions already (spatial families)
 
 
-def _kept(out: dict[str, np.ndarray], S: int) -> list[np.ndarray]:
-    return compose_all([out[f"kept_indices_{i}"] for i in range(1, S)])
+def _kept(out: dict[str, np.ndarray], S: int, nested: bool = True) -> list[np.ndarray]:
+    return compose_all([out[f"kept_indices_{i}"] for i in range(1, S)], nested)
 
 
 def _batch(chain: StageChain, fused: Runner, S: int, s: int, v: int, x: np.ndarray, ref: dict[str, np.ndarray],
-           ref_ids: list[np.ndarray], tokens: bool, a: _Acc) -> None:
+           ref_ids: list[np.ndarray], tokens: bool, a: _Acc, nested: bool = True) -> None:
     """One batch of B images (the first v real, the rest padding) through the chain, the fused graph and the
     isolated stages, against the reference's results for it."""
     ch = chain.infer({chain.input_names[0]: x})
     fu = fused.infer({fused.input_names[0]: x})
-    ch_ids, fu_ids = _kept(ch, S), _kept(fu, S)
+    ch_ids, fu_ids = _kept(ch, S, nested), _kept(fu, S, nested)
     sl, dst = slice(0, v), slice(s, s + v)
     for key, lg in (("reference", ref["logits"]), ("chain", ch["logits"]), ("fused", fu["logits"])):
         a.put_logits(key, dst, lg[sl])
@@ -130,7 +131,7 @@ def _padded(x: np.ndarray, B: int) -> np.ndarray:
 
 def compare(
     chain: StageChain, fused: Runner, reference: Runner, data: ImageSlice, keep_counts: list[int],
-    progress: bool = True,
+    progress: bool = True, nested: bool = True,
 ) -> Comparison:
     """Run the candidate and the reference over `data` and gather every metric (see the module docstring)."""
     from tqdm import tqdm  # type: ignore[import-untyped]
@@ -154,16 +155,16 @@ def compare(
         c1 = min(c0 + chunk, n)
         x = data.normalized(c0, c1)
         ref = _reference_outputs(reference, x)
-        ref_ids = _kept(ref, S)
+        ref_ids = _kept(ref, S, nested)
         xp = _padded(x, B)
         refp = {k: _padded(v, B) for k, v in ref.items()}
         idsp = [_padded(v, B) for v in ref_ids]
         for o in range(0, c1 - c0, B):
             _batch(chain, fused, S, c0 + o, min(B, c1 - c0 - o), xp[o : o + B], {k: v[o : o + B] for k, v in refp.items()},
-                   [t[o : o + B] for t in idsp], tokens, a)
+                   [t[o : o + B] for t in idsp], tokens, a, nested)
             bar.update(min(B, c1 - c0 - o))
     bar.close()
-    return Comparison(_result(a, data, chain, tokens, S), a.logits, a.ids)
+    return Comparison(_result(a, data, chain, tokens, S), a.logits, a.ids, nested)
 
 
 def _reference_outputs(reference: Runner, x: np.ndarray) -> dict[str, np.ndarray]:
@@ -221,7 +222,7 @@ def batch_consistency(chain1: StageChain, fused1: Runner, data: ImageSlice, m: i
         for key, runner in (("chain", chain1), ("fused", fused1)):
             out = runner.infer({runner.input_names[0]: x})
             one[key][0].append(out["logits"])
-            for i, ids in enumerate(_kept(out, S)):
+            for i, ids in enumerate(_kept(out, S, cmp.nested)):
                 one[key][1][i].append(ids)
     res: dict[str, Any] = {"batch_sizes": [B, 1], "samples": m}
     for key in ("chain", "fused"):

@@ -84,8 +84,11 @@ def compose(prev_ids: np.ndarray | None, idx: np.ndarray) -> np.ndarray:
     return idx if prev_ids is None else np.take_along_axis(prev_ids, idx, axis=1)
 
 
-def compose_all(relative: list[np.ndarray]) -> list[np.ndarray]:
-    """Patch ids kept at each pruning point, from each stage's relative kept indices."""
+def compose_all(relative: list[np.ndarray], nested: bool = True) -> list[np.ndarray]:
+    """Patch ids kept at each pruning point, from each stage's relative kept indices; without `nested` (the
+    spatial families: each location ranks the whole map) the indices are already positions of the grid."""
+    if not nested:
+        return [idx.astype(np.int64) for idx in relative]
     ids: list[np.ndarray] = []
     for idx in relative:
         ids.append(compose(ids[-1] if ids else None, idx))

@@ -10,6 +10,13 @@ For each static batch size B the export writes, under DIR/b{B}/:
   teacher.onnx           images -> logits                       (the dense teacher, with --teacher)
 and DIR/manifest.json describing each graph (I/O, block ranges, keep counts, hashes).
 
+The spatial families (DynamicCNN on ConvNeXt, DynamicSwin; pipeline/spatial) follow the same contract with
+`features_i` for `tokens_i`: stage 0 runs the stem and the third stage's blocks up to the first pruning location;
+stage i ranks every position of the third stage's map (one TopK), runs its blocks with the top k_i positions on
+the slow path and the rest on the fast path (GatherElements, both paths, ScatterElements back), and returns the map,
+unchanged in shape, with `kept_indices_i`: the slow positions of the whole map (absolute, not nested). Their dense
+teacher is split at the student's pruning locations, so its nodes carry the same /stageN/ prefixes.
+
 Each graph is traced from small modules that call the model's own stage functions (DynamicViT.embed,
 run_blocks, keep_scores, select_tokens, classify), simplified, checked (onnx.checker full check, strict shape
 inference, fully static shapes, the TensorRT operator scan), then run in ONNX Runtime on real test images and
@@ -27,21 +34,20 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from .. import onnx_utils, opscan
 from ..checkpoint import FORMAT as CHECKPOINT_FORMAT
 from ..checkpoint import load_model
-from ..config import ModelConfig
 from ..data import FMNIST_CLASSES, VerificationData, verification_data
 from ..errors import CheckpointError, DvitError
 from ..graphset import GraphSet, batch_section, write_graph_set
 from ..io import atomic_dir, sha256_file
 from ..manifest import file_entry
-from ..model import DynamicViT
 from ..preprocessing import Preprocessing, from_training
+from ..spatial.config import SPATIAL_FAMILIES
 from .modules import FusedModule, GraphSpec, StageModule, TeacherModule, plan_graphs, stage_io
 from .verify import (
     LOGITS_ATOL,
@@ -52,6 +58,9 @@ from .verify import (
     torch_reference,
     verify,
 )
+
+if TYPE_CHECKING:
+    from ..config import AnyConfig
 
 __all__ = ["FusedModule", "GraphSpec", "StageModule", "TeacherModule", "check_selection", "compare", "export",
            "plan_graphs", "stage_io"]
@@ -79,13 +88,13 @@ def parse_batch_sizes(text: str | Sequence[int]) -> tuple[int, ...]:
     return tuple(sorted(set(sizes)))
 
 
-def load_student(path: str | Path, keep_ratio: float | None = None, preset: str | None = None) -> DynamicViT:
+def load_student(path: str | Path, keep_ratio: float | None = None, preset: str | None = None) -> Any:
     """The student, optionally at another keep ratio (architecture unchanged; ModelConfig validates it); a file
     that does not say its architecture (official DynamicViT, timm) takes it from `preset`."""
     return load_model(path, keep_ratio=keep_ratio, preset=preset)
 
 
-def load_teacher(path: str | Path, student: ModelConfig, preset: str | None = None) -> DynamicViT:
+def load_teacher(path: str | Path, student: AnyConfig, preset: str | None = None) -> Any:
     model = load_model(path, preset=preset)
     cfg = model.cfg
     if not cfg.is_dense:
@@ -127,7 +136,7 @@ NORM_FROM = {
 }
 
 
-def preprocessing_record(cfg: ModelConfig, records: dict[str, dict[str, Any]],
+def preprocessing_record(cfg: AnyConfig, records: dict[str, dict[str, Any]],
                          verification: VerificationData) -> Preprocessing:
     """What a device does to an image to make the graphs' input: the eval path of the checkpoint's training
     recipe (`records`: checkpoint_records), normalised as the verification images were, with the class names the
@@ -150,7 +159,7 @@ def preprocessing_record(cfg: ModelConfig, records: dict[str, dict[str, Any]],
                          norm_from=norm_from, classes=classes, classes_from=classes_from)
 
 
-def verification_set(cfg: ModelConfig, checkpoint: str | Path, count: int, data: str | None,
+def verification_set(cfg: AnyConfig, checkpoint: str | Path, count: int, data: str | None,
                      records: dict[str, dict[str, Any]] | None = None) -> VerificationData:
     """The images every graph is verified on: --data, else what the checkpoint was trained on (`records`, read
     from `checkpoint` when not given), else the default (see data.verification_data); only these `count` images
@@ -359,9 +368,12 @@ def main(args: argparse.Namespace) -> int:
         e["verification"]["kept_indices"]["near_tie_order"] + e["verification"]["kept_indices"]["near_tie_boundary"]
         for g in m["graphs"].values() for e in [*g["stages"], g["fused"]] if e["verification"]["kept_indices"]
     )
+    spatial = m["model_config"].get("family") in SPATIAL_FAMILIES
+    counts = (f"slow-path positions {m['keep_counts']} of {m['tokens_per_stage'][0]}" if spatial
+              else f"tokens per stage {m['tokens_per_stage']}")
     print(
-        f"exported {len(result.graphs)} graphs to {result.out} (keep ratio {m['keep_ratio']}, tokens per stage "
-        f"{m['tokens_per_stage']}, batch sizes {m['batch_sizes']}, opset {m['opset']}); all match PyTorch on "
+        f"exported {len(result.graphs)} graphs to {result.out} (keep ratio {m['keep_ratio']}, {counts}, "
+        f"batch sizes {m['batch_sizes']}, opset {m['opset']}); all match PyTorch on "
         f"{m['verification']['data']}" + (f" ({ties} image(s) with near-tied keep scores, see manifest)" if ties else "")
     )
     return 0

@@ -17,7 +17,6 @@ from torch import Tensor
 
 from ..backend.onnxruntime.runner import OnnxRuntimeRunner
 from ..errors import DvitError
-from ..model import DynamicViT
 from ..runners.base import run_batched
 from .modules import GraphSpec
 
@@ -43,7 +42,7 @@ def torch_reference(specs_by_batch: list[GraphSpec], images: Tensor) -> dict[str
                 continue
             stage_scores = []
             if spec.index:
-                model: DynamicViT = spec.module.model  # type: ignore[assignment]
+                model: Any = spec.module.model
                 stage_scores = [model.keep_scores(spec.index, x).numpy()]
                 scores.extend(stage_scores)
             out = spec.module(x)
@@ -72,14 +71,16 @@ class SelectionCheck:
 
 
 def check_selection(
-    got: Sequence[np.ndarray], want: Sequence[np.ndarray], scores: Sequence[np.ndarray], name: str
+    got: Sequence[np.ndarray], want: Sequence[np.ndarray], scores: Sequence[np.ndarray], name: str,
+    nested: bool = True,
 ) -> SelectionCheck:
     """Kept indices of consecutive pruning stages, ONNX Runtime (got) against PyTorch (want), image by image.
 
     They must be identical. The one exception is a near-tie: two tokens whose PyTorch keep scores differ by less
     than SCORE_TIE_ATOL, an order that float rounding decides either way (ONNX Runtime's scores differ from
     PyTorch's by ~1e-7). Later stages index into their own input, whose order follows the earlier stage, so the
-    comparison runs on token ids of the graph's input.
+    comparison runs on token ids of the graph's input. Without `nested` (the spatial families), every location
+    ranks the whole map: its indices are positions of that map and are compared as they are.
     """
     n_img = want[0].shape[0] if want else 0
     check = SelectionCheck(["identical"] * n_img)
@@ -103,7 +104,8 @@ def check_selection(
                     check.status[b] = "tie-set"
                     break
                 check.status[b] = "tie-order"
-            ids_w, ids_g = w, g
+            if nested:
+                ids_w, ids_g = w, g
     return check
 
 
@@ -120,7 +122,8 @@ def compare(spec: GraphSpec, got: dict[str, np.ndarray], want: dict[str, Any]) -
     sel = [o for o in spec.outputs if o.startswith("kept_indices")]
     n_img = got[spec.outputs[0]].shape[0]
     check = (
-        check_selection([got[o] for o in sel], [want[o] for o in sel], want["scores"], spec.rel)
+        check_selection([got[o] for o in sel], [want[o] for o in sel], want["scores"], spec.rel,
+                        spec.nested_selection)
         if sel else SelectionCheck(["identical"] * n_img)
     )
     comparable = [b for b in range(n_img) if check.status[b] != "tie-set"]

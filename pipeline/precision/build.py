@@ -39,6 +39,7 @@ from .modelopt_steps import (
 )
 from .regions import (
     boundary_producers,
+    bypass_qdq,
     exact,
     fp32_in_fp16_region,
     fp32_violations,
@@ -233,8 +234,11 @@ class _Builder:
             autocast_fp16(current, step, exclude, self.opts.fp16_keep_fp32, reference, work, original)
             self.fp16_excluded[rel] = protected
             current = step
-        shutil.copyfile(current, dst)
-        final = onnx.load(str(dst))
+        final = onnx.load(str(current))
+        if bypass_qdq(final, protected):
+            onnx.save(final, str(dst))
+        else:
+            shutil.copyfile(current, dst)
         bad = fp32_violations(final, protected)
         if bad:
             raise DvitError(

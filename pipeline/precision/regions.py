@@ -181,6 +181,30 @@ def graph_summary(model: Any, default_stage: int | None = None) -> dict[str, dic
     return {k: dict(v) for k, v in sorted(out.items())}
 
 
+def bypass_qdq(model: Any, names: list[str]) -> int:
+    """Feed the nodes `names` the FP32 tensor a Q/DQ pair was put on, instead of its DequantizeLinear output.
+
+    A tensor read both by a quantized layer and by the pruning decision gets one Q/DQ pair, which every reader
+    then sees: the spatial families' predictors read the very map the next block's depthwise convolution
+    quantizes (token pruning's predictors read a slice of the tokens, a tensor of their own). Exclusion by node
+    name cannot prevent that; rewiring the decision's inputs keeps it FP32. Returns how many inputs were rewired."""
+    producer = {o: n for n in model.graph.node for o in n.output}
+    wanted = set(names)
+    rewired = 0
+    for n in model.graph.node:
+        if n.name not in wanted:
+            continue
+        for i, t in enumerate(n.input):
+            dq = producer.get(t)
+            if dq is None or dq.op_type != "DequantizeLinear":
+                continue
+            q = producer.get(dq.input[0])
+            if q is not None and q.op_type == "QuantizeLinear":
+                n.input[i] = q.input[0]
+                rewired += 1
+    return rewired
+
+
 def fp32_violations(model: Any, names: list[str]) -> list[str]:
     """Those of `names` that are quantized or compute in FP16 (feed on a Q/DQ output or an FP16 tensor)."""
     from onnx import TensorProto

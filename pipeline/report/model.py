@@ -9,7 +9,7 @@ import datetime
 import platform
 from typing import Any
 
-from ..config import FAMILY_NAMES, ModelConfig
+from ..config import FAMILY_NAMES, config_from_dict
 from ..errors import ConfigError, DvitError
 from ..results.reference import Recording
 from .engines import engine_section
@@ -44,7 +44,7 @@ def check_reference(rec: Recording, rows: list[dict[str, Any]]) -> dict[str, Any
 
 
 def token_pictures(rec: Recording, count: int) -> tuple[dict[str, Any], list[MaskedImage]]:
-    cfg = ModelConfig.from_dict(rec.model_config or {})
+    cfg = config_from_dict(rec.model_config or {})
     if tuple(rec.data.images.shape[1:]) != (cfg.in_chans, cfg.img_size, cfg.img_size):
         raise DvitError(f"{rec.path.name} holds images of shape {tuple(rec.data.images.shape[1:])}, not the model's "
                         f"{(cfg.in_chans, cfg.img_size, cfg.img_size)}: re-run 'dvit reference'")
@@ -117,6 +117,8 @@ def headline(rows: list[dict[str, Any]], lat: dict[str, Any] | None) -> dict[str
             "no dense run" if lat and any(c["pruned"] for c in lat["comparisons"]) else "not measured"),
         "thresholds": f"{t['passed']} of {t['total']} pass",
         "tokens": " \u2192 ".join(str(x) for x in _tokens_path(first)),
+        "tokens_label": TOKENS_LABEL.get(str((first["graph_set"].get("config") or {}).get("family")),
+                                         "Patch tokens per stage"),
     }
     flops = lt["flops_ratio"] if lt else next((f["flops"]["ratio"] for f in (lat or {}).get("files", [])
                                                 if f["flops"] and f["flops"].get("ratio") is not None), None)
@@ -125,12 +127,18 @@ def headline(rows: list[dict[str, Any]], lat: dict[str, Any] | None) -> dict[str
     return h
 
 
+# The paper's names of each family's pruned model, and what the pruned path counts.
+MODEL_NAMES = {f: f"DynamicViT-{n}" for f, n in FAMILY_NAMES.items() if f in ("deit", "lvvit")}
+MODEL_NAMES.update(convnext="DynamicCNN (ConvNeXt)", swin="DynamicSwin")
+TOKENS_LABEL = {"convnext": "Positions on the slow path per location", "swin": "Positions on the slow path per location"}
+
+
 def _tokens_path(row: dict[str, Any]) -> list[int]:
     cfg = row["graph_set"].get("config")
     counts = list(row["graph_set"]["keep_counts"])
     if cfg:
         try:
-            return [ModelConfig.from_dict(cfg).num_patches, *counts]
+            return [config_from_dict(cfg).num_patches, *counts]
         except (ConfigError, TypeError):
             pass
     return counts
@@ -156,10 +164,10 @@ def build(inp: Inputs, title: str | None = None, images: int = DEFAULT_IMAGES) -
         masks["graphs"] = owner["label"]
     first = rows[0]["graph_set"]
     model = first.get("model") or (first.get("config") or {}).get("name")
-    family = FAMILY_NAMES.get((first.get("config") or {}).get("family", "deit"), "")
+    family = str((first.get("config") or {}).get("family", "deit"))
     data: dict[str, Any] = {
         "format": FORMAT,
-        "title": title or f"DynamicViT-{family} deployment report{f': {model}' if model else ''}",
+        "title": title or f"{MODEL_NAMES.get(family, 'DynamicViT')} deployment report{f': {model}' if model else ''}",
         "created": datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat(),
         "made_on": machine_here(),
         "inputs": [{"role": s.role, "path": str(s.path), "sha256": s.sha256} for s in inp.sources],

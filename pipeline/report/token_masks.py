@@ -10,12 +10,14 @@ import base64
 import struct
 import zlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..comparison.metrics import compose_all
-from ..config import ModelConfig
+
+if TYPE_CHECKING:
+    from ..config import AnyConfig
 
 CELL_PX = 128  # images smaller than this are enlarged by a whole factor (nearest neighbour: patches stay sharp)
 # A pruned patch: pale blue-grey with diagonal hatching and a one-pixel outline, the image showing faintly through,
@@ -103,7 +105,7 @@ class MaskedImage:
                 "predicted_name": name(self.predicted), "kept": self.kept}
 
 
-def pictures(images: np.ndarray, labels: np.ndarray, outputs: dict[str, np.ndarray], cfg: ModelConfig,
+def pictures(images: np.ndarray, labels: np.ndarray, outputs: dict[str, np.ndarray], cfg: AnyConfig,
              count: int) -> list[MaskedImage]:
     """The first `count` images with their patches pruned at each stage greyed out.
 
@@ -111,7 +113,7 @@ def pictures(images: np.ndarray, labels: np.ndarray, outputs: dict[str, np.ndarr
     S = len(cfg.pruning_loc) + 1
     relative = [np.asarray(outputs[f"kept_indices_{i}"]) for i in range(1, S)]
     n = min(count, int(images.shape[0]))
-    ids = compose_all([r[:n] for r in relative])
+    ids = compose_all([r[:n] for r in relative], cfg.nested_selection)
     logits = outputs.get("logits")
     scale = scale_for(cfg.img_size)
     out = []

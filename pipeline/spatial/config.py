@@ -62,6 +62,39 @@ class SpatialConfig:
         """Positions on the slow path at each location: int(N * ratio), the official rounding."""
         return [int(self.positions * r) for r in self.stage_ratios]
 
+    # ---- the graph-set contract (shared with pipeline.config.ModelConfig) ----
+    # Stage graph i >= 1 takes the third stage's whole map `features_i` and returns `kept_indices_i`: the positions
+    # of that map on the slow path, absolute (each location ranks every position afresh), not nested in the
+    # previous location's selection as token pruning's are.
+    boundary = "features"
+    nested_selection = False
+
+    @property
+    def grid_size(self) -> int:
+        """Side of the grid the kept positions index (the third stage's map)."""
+        return self.sparse_grid
+
+    @property
+    def patch_size(self) -> int:
+        """Image pixels per position of that grid (16: a stride-4 stem, then two halvings)."""
+        return self.img_size // self.sparse_grid
+
+    @property
+    def num_patches(self) -> int:
+        return self.positions
+
+    @property
+    def tokens_per_stage(self) -> list[int]:
+        """Positions in the map entering each stage graph: the map keeps its shape, so all of them."""
+        return [self.positions] * (len(self.pruning_loc) + 1)
+
+    def architecture_key(self) -> dict[str, Any]:
+        """What the weights depend on (not the keep ratio, which only changes the static counts)."""
+        d = self.to_dict()
+        for k in ("name", "keep_ratio", "drop_path_rate"):
+            d.pop(k)
+        return d
+
     def validate(self) -> None:
         if self.family not in SPATIAL_FAMILIES:
             raise ConfigError(f"unknown spatial family '{self.family}': one of {', '.join(SPATIAL_FAMILIES)}")
@@ -117,7 +150,16 @@ SPATIAL_PRESETS: dict[str, SpatialConfig] = {
     "swin-s": SpatialConfig("swin-s", "swin", (2, 2, 18, 2), (96, 192, 384, 768), (3, 6, 12, 24), pruning_loc=(2, 4, 6)),
     "swin-b": SpatialConfig("swin-b", "swin", (2, 2, 18, 2), (128, 256, 512, 1024), (4, 8, 16, 32),
                             pruning_loc=(2, 4, 6)),
+    # Sized for the embedded default on a 2-core CPU (Fashion-MNIST resized to 64x64: a 4x4 third-stage map of 16
+    # positions, 11/8/4 on the slow path at rho 0.7); the same code path as the official sizes, for tests and
+    # `make student`-scale runs.
+    "convnext-fmnist": SpatialConfig("convnext-fmnist", "convnext", (1, 1, 4, 1), (16, 32, 64, 128), img_size=64,
+                                     in_chans=1, num_classes=10, pruning_loc=(1, 2, 3)),
+    "swin-fmnist": SpatialConfig("swin-fmnist", "swin", (1, 1, 4, 1), (16, 32, 64, 128), (1, 2, 4, 8), window_size=4,
+                                 img_size=64, in_chans=1, num_classes=10, pruning_loc=(1, 2, 3)),
 }
+# The official names (their releases and teachers), as opposed to the small presets above.
+OFFICIAL_SPATIAL = ("convnext-t", "convnext-s", "convnext-b", "swin-t", "swin-s", "swin-b")
 
 
 def spatial_config(name: str, *, keep_ratio: float | None = None, num_classes: int | None = None,

@@ -13,7 +13,6 @@ because a static export cuts the graph at the pruning locations: its subgraphs a
 """
 from __future__ import annotations
 
-import itertools
 import os
 import re
 from dataclasses import dataclass
@@ -26,7 +25,8 @@ from ..checkpoint import extract_state_dict, load_weights, read_checkpoint
 from ..errors import CheckpointError, ConfigError
 from ..model import DropPath
 from .config import SpatialConfig
-from .sparse import Partition, gather_positions, gumbel_decision, rank_positions, scatter_positions
+from .sparse import Partition, gather_positions, gumbel_decision, scatter_positions
+from .stages import SpatialStages
 
 EPS = 1e-6  # every ConvNeXt LayerNorm
 LAYER_SCALE_INIT = 1e-6
@@ -148,14 +148,6 @@ class CNNTrainOutput:
     decisions: list[Tensor]  # each location's hard decision [B, N], 1 = slow path, with the straight-through grad
 
 
-@dataclass
-class CNNInferenceOutput:
-    logits: Tensor
-    kept_positions: list[Tensor]  # per location [B, k_i]: slow-path positions of the third stage's map, best first
-    # What enters each exported stage graph: the images, then the third stage's map before each pruning location.
-    stage_inputs: list[Tensor]
-
-
 def check_convnext_config(cfg: SpatialConfig) -> None:
     if cfg.family != "convnext":
         raise ConfigError(f"{cfg.name} is a {cfg.family} configuration: DynamicCNN needs a convnext one (e.g. convnext-t)")
@@ -163,7 +155,7 @@ def check_convnext_config(cfg: SpatialConfig) -> None:
         raise ConfigError(f"{cfg.name}: the predictor needs at least 4 channels in the third stage, got {cfg.dims[2]}")
 
 
-class DynamicCNN(nn.Module):
+class DynamicCNN(SpatialStages, nn.Module):
     """ConvNeXt-T/S/B with predictors before `pruning_loc` blocks of the third stage; dense teacher without them."""
 
     def __init__(self, cfg: SpatialConfig) -> None:
@@ -205,10 +197,6 @@ class DynamicCNN(nn.Module):
             x = self.stages[i](self.downsample_layers[i](x))
         return cast(Tensor, self.downsample_layers[2](x))
 
-    def stage_bounds(self) -> list[tuple[int, int]]:
-        """Block ranges [start, end) of the third stage: segment 0 ends at the first pruning location."""
-        return list(itertools.pairwise([0, *self.cfg.pruning_loc, self.cfg.depths[2]]))
-
     def third_stage(self) -> list[nn.Module]:
         return list(cast(nn.Sequential, self.stages[2]))
 
@@ -225,9 +213,6 @@ class DynamicCNN(nn.Module):
         """[B, N] ranking score of every position at pruning location `loc` (1-based); see keep_margin."""
         return self.predictor(loc).keep_margin(x)
 
-    def select_positions(self, loc: int, x: Tensor) -> Partition:
-        return rank_positions(self.keep_scores(loc, x), self.cfg.keep_counts[loc - 1])
-
     def tail(self, x: Tensor) -> Tensor:
         """The third stage's output map -> the fourth stage's output map."""
         return cast(Tensor, self.stages[3](self.downsample_layers[3](x)))
@@ -236,25 +221,33 @@ class DynamicCNN(nn.Module):
         """The third stage's output map -> logits (global average pool, LayerNorm, head)."""
         return cast(Tensor, self.head(self.norm(self.tail(x).mean(dim=(-2, -1)))))
 
+    finish = classify
+
+    def map_shape(self, batch: int) -> tuple[int, ...]:
+        """The third stage's map between stage graphs: NCHW, as the depthwise convolutions take it."""
+        g = self.cfg.sparse_grid
+        return (batch, self.cfg.dims[2], g, g)
+
+    def stage_modules(self, index: int, bounds: list[tuple[int, int]] | None = None) -> dict[str, nn.Module]:
+        bounds = bounds or self.stage_bounds()
+        start, end = bounds[index]
+        mods: dict[str, nn.Module] = {}
+        if index == 0:
+            mods.update({f"downsample_layers.{i}": self.downsample_layers[i] for i in range(3)})
+            mods.update({f"stages.{i}": self.stages[i] for i in range(2)})
+        elif self.cfg.pruning_loc:
+            mods[f"score_predictor.{index - 1}"] = self.score_predictor[index - 1]
+        mods.update({f"stages.2.{j}": self.third_stage()[j] for j in range(start, end)})
+        if index == len(bounds) - 1:
+            mods.update({"downsample_layers.3": self.downsample_layers[3], "stages.3": self.stages[3],
+                         "norm": self.norm, "head": self.head})
+        return mods
+
     # ---- whole-model passes ----
     def forward(self, images: Tensor, gumbel_noise: list[Tensor] | None = None) -> Tensor | CNNTrainOutput:
         if self.training and self.cfg.pruning_loc:
             return self.forward_train(images, gumbel_noise)
         return self.forward_inference(images).logits
-
-    def forward_inference(self, images: Tensor) -> CNNInferenceOutput:
-        """Hard sparsification with static shapes: what the exported graphs and engines compute."""
-        x = self.stem(images)
-        kept: list[Tensor] = []
-        inputs: list[Tensor] = [images]
-        part: Partition | None = None
-        for s, (start, end) in enumerate(self.stage_bounds()):
-            if s > 0:
-                inputs.append(x)
-                part = self.select_positions(s, x)
-                kept.append(part.slow)
-            x = self.run_blocks(x, start, end, part)
-        return CNNInferenceOutput(self.classify(x), kept, inputs)
 
     def forward_train(self, images: Tensor, gumbel_noise: list[Tensor] | None = None) -> CNNTrainOutput:
         """Both paths for every position, mixed by each location's hard Gumbel decision (official training).

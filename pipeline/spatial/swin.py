@@ -14,7 +14,6 @@ the graph at the pruning locations: its subgraphs and this module must compute t
 """
 from __future__ import annotations
 
-import itertools
 import os
 import re
 from dataclasses import dataclass
@@ -27,7 +26,8 @@ from ..checkpoint import extract_state_dict, load_weights, read_checkpoint
 from ..errors import CheckpointError, ConfigError
 from ..model import DropPath, Mlp, PredictorLG, gumbel_hard_keep, init_linear_and_norm
 from .config import SpatialConfig
-from .sparse import Partition, gather_positions, rank_positions, scatter_positions
+from .sparse import Partition, gather_positions, scatter_positions
+from .stages import SpatialStages
 
 PATCH = 4  # Swin's stem: a 4x4 stride-4 convolution
 MASK_FILL = -100.0  # the official shifted-window mask value between positions of different regions
@@ -228,14 +228,6 @@ class SwinTrainOutput:
     decisions: list[Tensor]
 
 
-@dataclass
-class SwinInferenceOutput:
-    logits: Tensor
-    kept_positions: list[Tensor]  # per location [B, k_i]: positions of the third stage's map on the slow path
-    # What enters each exported stage graph: the images, then the third stage's map before each pruning location.
-    stage_inputs: list[Tensor]
-
-
 def check_swin_config(cfg: SpatialConfig) -> None:
     if cfg.family != "swin":
         raise ConfigError(f"{cfg.name} is a {cfg.family} configuration: DynamicSwin needs a swin one (e.g. swin-t)")
@@ -247,7 +239,7 @@ def check_swin_config(cfg: SpatialConfig) -> None:
                               f"{32 * cfg.window_size} or another window size")
 
 
-class DynamicSwin(nn.Module):
+class DynamicSwin(SpatialStages, nn.Module):
     """Swin-T/S/B with predictors before `pruning_loc` blocks of the third stage; dense teacher without them."""
 
     def __init__(self, cfg: SpatialConfig) -> None:
@@ -280,10 +272,6 @@ class DynamicSwin(nn.Module):
             x = cast(PatchMerging, stage.downsample)(x)
         return x
 
-    def stage_bounds(self) -> list[tuple[int, int]]:
-        """Third-stage block ranges [start, end) of each stage graph: graph 0 ends at the first pruning location."""
-        return list(itertools.pairwise([0, *self.cfg.pruning_loc, self.cfg.depths[2]]))
-
     def keep_scores(self, location: int, x: Tensor) -> Tensor:
         """[B, N] score of each position at pruning location `location` (1-based): the keep-drop logit margin.
 
@@ -292,11 +280,6 @@ class DynamicSwin(nn.Module):
         log p(keep) to exactly 0.0 (margin above ~17): the official argsort (not stable) then picks among the tie
         arbitrarily, the margin keeps them ordered. It also spares the export a LogSoftmax."""
         return self.sparse_stage.predictor(location - 1).keep_margin(x)
-
-    def rank_positions(self, location: int, x: Tensor) -> Partition:
-        """The slow (top keep_counts) and fast positions at a location. One full descending TopK (ties to the lower
-        index, as ONNX TopK specifies; a stable sort in eager mode), sliced: the two sets always partition the map."""
-        return rank_positions(self.keep_scores(location, x), self.cfg.keep_counts[location - 1])
 
     def run_blocks(self, x: Tensor, start: int, end: int, partition: Partition | None = None) -> Tensor:
         """Third-stage blocks [start, end), all with the same partition (None: dense)."""
@@ -315,24 +298,34 @@ class DynamicSwin(nn.Module):
     def classify(self, featmap: Tensor) -> Tensor:
         return cast(Tensor, self.head(featmap.mean(dim=1)))
 
+    def finish(self, x: Tensor) -> Tensor:
+        """The third stage's output map -> logits."""
+        return self.classify(self.tail(x))
+
+    def map_shape(self, batch: int) -> tuple[int, ...]:
+        """The third stage's map between stage graphs: [B, N, C] in raster order, as Swin's blocks take it."""
+        return (batch, self.cfg.positions, self.cfg.dims[2])
+
+    def stage_modules(self, index: int, bounds: list[tuple[int, int]] | None = None) -> dict[str, nn.Module]:
+        bounds = bounds or self.stage_bounds()
+        start, end = bounds[index]
+        stage = self.sparse_stage
+        mods: dict[str, nn.Module] = {}
+        if index == 0:
+            mods.update({"patch_embed": self.patch_embed, "layers.0": self.layers[0], "layers.1": self.layers[1]})
+        elif self.cfg.pruning_loc:
+            mods[f"layers.2.score_predictor.{index - 1}"] = stage.predictor(index - 1)
+        mods.update({f"layers.2.blocks.{j}": stage.block(j) for j in range(start, end)})
+        if index == len(bounds) - 1:
+            mods.update({"layers.2.downsample": cast(nn.Module, stage.downsample), "layers.3": self.layers[3],
+                         "norm": self.norm, "head": self.head})
+        return mods
+
     # ---- whole-model passes ----
     def forward(self, images: Tensor, gumbel_noise: list[Tensor] | None = None) -> Tensor | SwinTrainOutput:
         if self.training and not self.cfg.is_dense:
             return self.forward_train(images, gumbel_noise)
         return self.forward_inference(images).logits
-
-    def forward_inference(self, images: Tensor) -> SwinInferenceOutput:
-        """Hard split with static top-k: the computation the exported graphs perform."""
-        x = self.stem(images)
-        stage_inputs, kept = [images], []
-        partition: Partition | None = None
-        for s, (start, end) in enumerate(self.stage_bounds()):
-            if s > 0:
-                stage_inputs.append(x)
-                partition = self.rank_positions(s, x)
-                kept.append(partition.slow)
-            x = self.run_blocks(x, start, end, partition)
-        return SwinInferenceOutput(self.classify(self.tail(x)), kept, stage_inputs)
 
     def forward_train(self, images: Tensor, gumbel_noise: list[Tensor] | None = None) -> SwinTrainOutput:
         """Both paths for every position, mixed by each location's hard Gumbel decision (official training).

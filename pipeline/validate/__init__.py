@@ -263,7 +263,8 @@ def _compare(gs: GraphSet, graphs: Any, ref: Reference, opts: _Options, consiste
             f"{cfg.in_chans}x{cfg.img_size}x{cfg.img_size}: pass matching --data"
         )
     with opts.runners(gs, graphs.batch) as runners:
-        cmp = compare(runners.stage_chain, runners.fused, ref.runner, ref.data, cfg.keep_counts, progress)
+        cmp = compare(runners.stage_chain, runners.fused, ref.runner, ref.data, cfg.keep_counts, progress,
+                      cfg.nested_selection)
         ran_on = getattr(runners.fused, "providers", [runners.fused.name])
     result: dict[str, Any] = {
         "format": FORMAT,
