@@ -39,6 +39,11 @@ except ModuleNotFoundError:  # pragma: no cover - exercised on Python 3.10 only
 
 BACKENDS = ("tensorrt", "tensorrt-rtx")
 PRECISIONS = ("fp32", "fp16", "int8")  # the values `dvit precision` accepts, per stage
+# dla.stages: which engines a DLA build puts on the DLA core (pipeline/build/placement.py holds the rule).
+# "all": every FP16/INT8 engine, TensorRT moving what the DLA cannot run to the GPU layer by layer (dvit's DLA
+# build before this field); "pre-pruning": only the FP16/INT8 stage engines that hold no top-k, gather, scatter or
+# plugin node.
+DLA_STAGES = ("all", "pre-pruning")
 # The compute capabilities TensorRT-RTX can build for (its ComputeCapability enum; tests/test_targets.py checks
 # this list against the installed tensorrt_rtx).
 RTX_COMPUTE_CAPABILITIES = (75, 80, 86, 89, 120, 121)
@@ -49,7 +54,7 @@ _TOP = {
     "name", "description", "backend", "min_version", "compute_capabilities", "cuda_archs", "precision",
     "workspace_mib", "builder_optimization_level", "dla", "stack",
 }
-_DLA = {"cores", "enabled", "core", "gpu_fallback", "versions"}
+_DLA = {"cores", "enabled", "core", "gpu_fallback", "versions", "stages"}
 _STACK = {"version", "cuda", "jetpack"}
 _VERSION = re.compile(r"^\d+(\.\d+){0,3}$")
 _ARCH = re.compile(r"^(\d+)[af]?(-real|-virtual)?$")  # CMAKE_CUDA_ARCHITECTURES entries: 87, 90a, 120-real
@@ -71,6 +76,7 @@ class Dla:
     core: int = 0
     versions: tuple[str, ...] = ()  # backend versions that drive this module's DLA (empty: all supported)
     gpu_fallback: bool = True  # always: a DLA build without GPU fallback fails on the first unsupported layer
+    stages: str = "all"  # which engines go on the DLA (DLA_STAGES); "all" when the profile does not say
 
 
 @dataclass(frozen=True)
@@ -394,7 +400,20 @@ def _parse_dla(path: Path, table: dict[str, Any], backend: str, versions: list[s
         d.fail("enabled", "true, but dla.cores is 0: this device has no DLA")
     if enabled and backend == "tensorrt-rtx":
         d.fail("enabled", "TensorRT-RTX ignores DLA settings: set enabled = false")
-    return Dla(cores=cores, enabled=enabled, core=core, versions=dla_versions)
+    stages = _parse_dla_stages(d, cores)
+    return Dla(cores=cores, enabled=enabled, core=core, versions=dla_versions, stages=stages)
+
+
+def _parse_dla_stages(d: _Fields, cores: int) -> str:
+    """dla.stages: one of DLA_STAGES; given only where there is a DLA to put stages on."""
+    stages = d.get("stages", str, default="all", what=f"one of {', '.join(map(repr, DLA_STAGES))}")
+    if stages not in DLA_STAGES:
+        close = difflib.get_close_matches(stages, DLA_STAGES, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        d.fail("stages", f"{stages!r} is not one of {', '.join(map(repr, DLA_STAGES))}{hint}")
+    if "stages" in d.data and cores == 0:
+        d.fail("stages", f"{stages!r}, but dla.cores is 0: this device has no DLA; remove the field")
+    return stages
 
 
 # ---------------------------------------------------------------------------------------------- output
@@ -429,7 +448,8 @@ def render_target(t: Target) -> str:
     if t.dla.cores:
         only = f" (with {', '.join(t.dla.versions)})" if t.dla.versions else ""
         state = f"on, core {t.dla.core}, GPU fallback" if t.dla.enabled else "off (opt-in)"
-        lines.append(f"  DLA: {t.dla.cores} core(s){only}; {state}")
+        lines.append(f"  DLA: {t.dla.cores} core(s){only}; {state}; engines on it: {t.dla.stages} "
+                     f"(dla.stages)")
     else:
         lines.append("  DLA: none")
     return "\n".join(lines) + "\n"

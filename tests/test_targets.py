@@ -30,6 +30,9 @@ def test_shipped_profiles_load_and_say_what_each_device_is():
     assert by_name["agx-orin"].dla_supported("10.3.0") and by_name["agx-orin"].dla_supported("11.4.1")
     assert not by_name["agx-orin"].dla_supported("10.13.3") and not by_name["orin-nx"].dla_supported("11.4.1")
     assert not any(t.dla.enabled for t in by_name.values())  # DLA is opt-in everywhere
+    # with --dla the Orin modules put only the stage engines without gather/scatter/top-k on the DLA
+    assert by_name["orin-nx"].dla.stages == by_name["agx-orin"].dla.stages == "pre-pruning"
+    assert all(t.dla.stages == "all" for t in by_name.values() if t.dla.cores == 0)  # the default, unused
     thor = by_name["thor"]
     assert (thor.compute_capabilities, thor.dla.cores, thor.versions) == ((110,), 0, ("10.13", "11.4"))
     assert all(c.split(".")[0] == "13" for s in thor.stacks for c in s.cuda)
@@ -111,6 +114,7 @@ def _profile(tmp_path: Path, profile: str = "agx-orin", **edits: str | None) -> 
         ({"core": "2"}, "dla.core", "0..1"),
         ({"dla_gpu_fallback": "false", "enabled": "true"}, "dla.gpu_fallback", "must be true"),
         ({"versions": '["10.7"]'}, "dla.versions", "not a [[stack]] version"),
+        ({"stages": '"pruned"'}, "dla.stages", "not one of 'all', 'pre-pruning'"),
         ({"cuda": "12.6"}, "stack[0].cuda", "a CUDA version"),
     ],
 )
@@ -215,6 +219,9 @@ def test_configure_and_main_print_a_table_json_and_one_profile(capsys):
     assert targets.main(parser.parse_args(["thor"])) == 0
     out = capsys.readouterr().out
     assert "sm_110" in out and "JetPack 7.0 / 7.1" in out and "DLA: none" in out
+    assert targets.main(parser.parse_args(["agx-orin"])) == 0
+    assert "DLA: 2 core(s) (with 10.3, 11.4); off (opt-in); engines on it: pre-pruning (dla.stages)" in (
+        capsys.readouterr().out)
 
 
 def test_modules_import_without_torch_or_tensorrt():

@@ -120,6 +120,25 @@ def test_project_code_uses_only_names_every_release_has_or_probes(surfaces):
             "Builder.build_serialized_network", "IBuilderConfig.DLA_core"} <= names
 
 
+# What a DLA engine's build calls (pipeline/backend/tensorrt/builder.py: apply_settings, dla_capable_layers).
+DLA_NAMES = {"Builder.num_DLA_cores", "IBuilderConfig.default_device_type", "DeviceType.DLA", "IBuilderConfig.DLA_core",
+             "IBuilderConfig.set_flag", "BuilderFlag.GPU_FALLBACK", "INetworkDefinition.num_layers",
+             "INetworkDefinition.get_layer", "ILayer", "IBuilderConfig.can_run_on_DLA"}
+
+
+def test_the_dla_build_uses_names_every_release_has_and_only_behind_the_dla_probe(releases, surfaces):
+    """Per-stage DLA placement sets DLA_core, default_device_type = DeviceType.DLA and GPU_FALLBACK on the DLA
+    engines only and counts the layers the DLA can run: every name exists in 10.3 (JetPack 6, the Orin DLA's
+    release), 10.13 and 11.1, and each use sits in a function that asks has("dla") (TensorRT-RTX has none)."""
+    for label, surface in releases.items():
+        assert not [n for n in DLA_NAMES if not surface.has(n)], label
+    uses, findings = ct.run([REPO / "pipeline" / "backend" / "tensorrt" / "builder.py"], surfaces)
+    assert not findings, "\n".join(map(str, findings))
+    dla_uses = [u for u in uses if u.name in DLA_NAMES - {"IBuilderConfig.set_flag", "ILayer"}]
+    assert {u.name for u in dla_uses} == DLA_NAMES - {"IBuilderConfig.set_flag", "ILayer"}
+    assert all("dla" in u.guards for u in dla_uses), [(u.name, u.function) for u in dla_uses if "dla" not in u.guards]
+
+
 def _check(tmp_path: Path, surfaces: list[ct.Surface], code: str) -> list[str]:
     path = tmp_path / "stage.py"
     path.write_text(textwrap.dedent(code))

@@ -11,6 +11,9 @@ runners, `dvit validate`, `dvit latency` and `dvit report` read. Why it works as
   so an FP16, INT8 or mixed graph set builds into exactly what `dvit precision` wrote;
 * the target profile (targets/*.toml) decides the backend, SMs, workspace, optimisation level and DLA; what a
   TensorRT release can or cannot do is asked of pipeline.backend.tensorrt's capabilities, never of version numbers;
+* a DLA build places engine by engine (pipeline.build.placement, by the profile's dla.stages): each manifest entry
+  says where its engine runs ("device": "dla:0" with "gpu_fallback", or "gpu") and why ("device_reason"), and the
+  command prints one line of it;
 * an engine is reused from the cache only when graph, plugin library, backend version, target, SMs and builder
   settings all match (pipeline.build.cache); --out appears complete or not at all (pipeline.io.atomic_dir).
 
@@ -52,14 +55,16 @@ from ..backend.tensorrt import (
     timing_cache_note,
 )
 from ..backend.tensorrt import cuda as cuda_buffers
+from ..backend.tensorrt.builder import dla_capable_layers
 from ..errors import ConfigError, DvitError
 from ..graphset import GraphEntry, GraphSet, batch_section, write_graph_set
 from ..io import atomic_dir, atomic_write, atomic_write_json, ensure_writable_dir, sha256_file
 from ..manifest import file_entry
 from ..targets import ENV_DIR, Target, backend_label, load_target
-from . import layers
+from . import layers, placement
 from .cache import DEFAULT_DIR as DEFAULT_CACHE_DIR
 from .cache import EngineCache, cache_key
+from .placement import Placement
 
 if TYPE_CHECKING:  # annotations only; at run time `trt` is the module of the Backend in hand
     import tensorrt as trt
@@ -84,6 +89,7 @@ class BuildResult:
     seconds: float
     cache_dir: Path | None
     notes: list[str] = field(default_factory=list)
+    placement: str | None = None  # where the engines run, one line; None for a build that does not use the DLA
 
     def summary(self) -> str:
         m = self.engines.manifest
@@ -124,6 +130,8 @@ def build_engines(
     lib = plugins.find(plugin_lib, sum(e.plugin_nodes for e in entries), plugin_search)
     b = open_backend(tgt)
     settings = BuildSettings.from_target(tgt, use_dla, b.version)
+    dla = placement.request(settings.dla_core, tgt)
+    placements = placement.plan(src, batches, dla, placement.off_reason(tgt, use_dla))
     gpu = cuda_buffers.gpu_available()
     ccs, notes = engine_compute_capabilities(b, tgt, settings, gpu)
     if plugin_lib is not None and lib is None:
@@ -137,7 +145,7 @@ def build_engines(
     if lib is not None:
         plugins.check_parser_can_load(b)
         plugins.load(b, lib)  # before any graph is parsed
-    builder = _Builder(b, tgt, settings, ccs, cache, lib, gpu, notes)
+    builder = _Builder(b, tgt, settings, ccs, cache, lib, gpu, notes, placements)
     with atomic_dir(out, overwrite=overwrite) as tmp:
         graph_sections: dict[int | str, dict[str, Any]] = {}
         from tqdm import tqdm  # type: ignore[import-untyped]
@@ -163,6 +171,7 @@ def build_engines(
             compute_capabilities=ccs,
             build=builder.config_settings,
             build_settings=settings_json(settings),
+            dla={"core": dla.core, "stages": dla.stages} if dla is not None else None,
             # relative to the engine set, so that it holds where the set is copied or hard-linked with the library
             # beside it (a deploy's release: ../plugins/); `absolute` is where it was at build time
             plugin_library=({**lib.to_json(), "path": os.path.relpath(lib.path, out.resolve()),
@@ -175,7 +184,14 @@ def build_engines(
         )
     engines = GraphSet.load(out, ("engine",))
     return BuildResult(out, engines, builder.built, builder.reused, time.perf_counter() - started,
-                       cache.root if cache else None, sorted(builder.notes))
+                       cache.root if cache else None, sorted(builder.notes),
+                       placement_line(engines) if dla is not None else None)
+
+
+def placement_line(engines: GraphSet) -> str:
+    """Where the engines of an engine set run, one line, read from their manifest entries."""
+    return placement.summary(placement.by_name(
+        {(e.batch, e.name): Placement.from_record(e.info) for e in engines.entries()}))
 
 
 def parse_batch_sizes(spec: str | None) -> tuple[int, ...] | None:
@@ -240,9 +256,11 @@ class _Builder:
     """One backend builder for the whole run, with the cache, the timing cache and the counts."""
 
     def __init__(self, b: Backend, target: Target, settings: BuildSettings, ccs: list[int], cache: EngineCache | None,
-                 lib: plugins.PluginLibrary | None, gpu: tuple[bool, str], notes: list[str]) -> None:
+                 lib: plugins.PluginLibrary | None, gpu: tuple[bool, str], notes: list[str],
+                 placements: dict[tuple[int, str], Placement] | None = None) -> None:
         self.b, self.target, self.settings, self.ccs, self.cache, self.lib, self.gpu = (
             b, target, settings, ccs, cache, lib, gpu)
+        self.placements = dict(placements or {})
         self.builder: trt.Builder = create_builder(b)
         self.notes: set[str] = set(notes)
         if note := timing_cache_note(b):
@@ -255,14 +273,16 @@ class _Builder:
     def engine(self, src: GraphSet, e: GraphEntry, tmp: Path) -> dict[str, Any]:
         """Parse graph `e`, build (or reuse) its engine into tmp/b{B}/<name>.plan; its manifest entry."""
         b = self.b
-        rel = f"b{e.batch}/{e.name}.plan"
+        rel = plan_name(e)
         rel_layers = f"b{e.batch}/{e.name}.layers.json"
         plan = tmp / rel
         plan.parent.mkdir(parents=True, exist_ok=True)
+        where = self.placement_of(src, e)
         network: trt.INetworkDefinition = create_network(b, self.builder)
         parser: trt.OnnxParser = parse_onnx(b, network, e.path, "ERROR")  # owns the weights until the build is done
         config: trt.IBuilderConfig = self.builder.create_builder_config()
-        self.notes.update(apply_settings(b, self.builder, config, self.settings))
+        self.notes.update(apply_settings(b, self.builder, config, self.settings.on(where.dla_core)))
+        dla_layers = dla_capable_layers(b, network, config) if where.on_dla else None
         config.profiling_verbosity = b.trt.ProfilingVerbosity.DETAILED  # the engine inspector shows dtypes
         self.config_settings = config_json(b, config)
         parts = {
@@ -292,6 +312,7 @@ class _Builder:
             self.built += 1
         del parser
         precision = e.info.get("precision") or (src.precision[e.index] if e.index is not None else src.precision)
+        capable = {"dla_capable_layers": dla_layers} if dla_layers is not None else {}
         notes = []
         if b.name == "tensorrt-rtx" and report["summary"]["qdq_layers"]:
             notes.append(INT8_RTX_NOTE.format(label=b.label, what="this engine"))
@@ -300,14 +321,20 @@ class _Builder:
                       backend={"backend": b.name, "version": b.version},
                       engine_inspector=layers.inspector_json(b, plan, self.gpu))
         atomic_write_json(tmp / rel_layers, report)
-        carried = {k: e.info[k] for k in CARRIED if k in e.info}
-        # `graph`, not `file`: a `file` + `sha256` pair is verified as a file of the engine set by every reader.
-        return file_entry(
-            tmp, rel, **carried, precision=precision, inputs=inputs, outputs=outputs,
-            source={"graph": e.file, "sha256": e.sha256, "kind": src.kind},
+        return engine_entry(
+            tmp, e, src.kind, where, precision=precision, **capable, inputs=inputs, outputs=outputs,
             build_seconds=round(seconds, 3), cache={"status": status, "key": key},
             layers=file_entry(tmp, rel_layers), layer_summary=_short(report["summary"]), notes=notes,
         )
+
+    def placement_of(self, src: GraphSet, e: GraphEntry) -> Placement:
+        """Where graph `e`'s engine runs: as planned by build_engines, else by the same rule from this builder's
+        settings."""
+        if (e.batch, e.name) not in self.placements:
+            dla = placement.request(self.settings.dla_core, self.target)
+            self.placements[(e.batch, e.name)] = placement.place(
+                e.role, e.path, placement.graph_precisions(src, e), dla)
+        return self.placements[(e.batch, e.name)]
 
     # ------------------------------------------------------------------------------------------ timing cache
     def _open_timing_cache(self) -> None:
@@ -338,6 +365,21 @@ class _Builder:
             atomic_write(path, lambda p: p.write_bytes(bytes(memoryview(blob))))
 
 
+def plan_name(e: GraphEntry) -> str:
+    """Where graph `e`'s engine lies in the engine set: b{B}/<name>.plan."""
+    return f"b{e.batch}/{e.name}.plan"
+
+
+def engine_entry(tmp: Path, e: GraphEntry, kind: str, where: Placement, **built: Any) -> dict[str, Any]:
+    """The manifest entry of graph `e`'s engine (already written under `tmp`): its hash and size, what the graph's
+    entry carries, where the engine runs and why (`where`), the graph it came from (of a `kind` graph set), and
+    what the build made of it (`built`)."""
+    carried = {k: e.info[k] for k in CARRIED if k in e.info}
+    # `graph`, not `file`: a `file` + `sha256` pair is verified as a file of the engine set by every reader.
+    return file_entry(tmp, plan_name(e), **carried, **where.record(), **built,
+                      source={"graph": e.file, "sha256": e.sha256, "kind": kind})
+
+
 def _short(summary: dict[str, Any]) -> dict[str, Any]:
     """The layer summary without the per-type table and names, for the manifest."""
     return {k: summary[k] for k in ("layers", "qdq_layers", "plugin_layers", "half_tensors", "int8_tensors")}
@@ -362,7 +404,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help=f"engine cache (and TensorRT's timing cache), shared between builds (default "
                              f"{DEFAULT_CACHE_DIR})")
     parser.add_argument("--dla", action=argparse.BooleanOptionalAction, default=None,
-                        help="build for the target's DLA core with GPU fallback (default: the target's dla.enabled)")
+                        help="build for the target's DLA core with GPU fallback: the engines its dla.stages names "
+                             "(\"pre-pruning\": the stage engines without top-k, gather, scatter or plugin nodes; "
+                             "\"all\"); FP32 engines stay on the GPU; the manifest says where each runs (default: "
+                             "the target's dla.enabled)")
     parser.add_argument("--targets-dir", default=None, metavar="DIR",
                         help=f"folder of target profiles (default: targets/ of this checkout, or ${ENV_DIR})")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
@@ -377,6 +422,8 @@ def main(args: argparse.Namespace) -> int:
             progress=not args.no_progress, use_dla=args.dla, targets_dir=args.targets_dir,
         )
     print(result.summary())
+    if result.placement is not None:
+        print(f"placement: {result.placement}")
     for note in result.notes:
         print(f"dvit build: note: {note}", file=sys.stderr)
     return 0

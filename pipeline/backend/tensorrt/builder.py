@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from ...targets import Target, backend_label
@@ -44,6 +44,11 @@ class BuildSettings:
             compute_capabilities=target.compute_capabilities if target.backend == "tensorrt-rtx" else (),
             dla_core=target.dla.core if dla else None,
         )
+
+    def on(self, dla_core: int | None) -> BuildSettings:
+        """These settings for one engine: on DLA core `dla_core` with GPU fallback, or on the GPU (None). A build
+        asks the DLA once (from_target); its placement (pipeline/build/placement.py) decides engine by engine."""
+        return replace(self, dla_core=dla_core)
 
 
 def create_builder(b: Backend, severity: str = "WARNING") -> trt.Builder:
@@ -110,6 +115,18 @@ def apply_settings(b: Backend, builder: trt.Builder, config: trt.IBuilderConfig,
         config.DLA_core = int(s.dla_core)
         config.set_flag(b.trt.BuilderFlag.GPU_FALLBACK)
     return notes
+
+
+def dla_capable_layers(b: Backend, network: trt.INetworkDefinition, config: trt.IBuilderConfig) -> int | None:
+    """How many layers of `network` TensorRT says can run on the DLA under `config` (IBuilderConfig.can_run_on_DLA,
+    asked before the build); GPU fallback runs the others on the GPU. None where the backend has no DLA."""
+    if not b.has("dla"):
+        return None
+    count = 0
+    for i in range(network.num_layers):
+        layer: trt.ILayer = network.get_layer(i)
+        count += bool(config.can_run_on_DLA(layer))
+    return count
 
 
 def build_serialized(b: Backend, builder: trt.Builder, network: trt.INetworkDefinition,
