@@ -116,3 +116,36 @@ def test_batch_index_fill_by_hand():
     x2 = torch.tensor([[[3.0, 3.0], [4.0, 4.0]]])
     out = parity.batch_index_fill(x, x1, x2, torch.tensor([[2, 0]]), torch.tensor([[3, 1]]))
     assert out.tolist() == [[[2.0, 2.0], [4.0, 4.0], [1.0, 1.0], [3.0, 3.0]]]
+
+
+def test_swin_names_need_dyswin_in_one_line(tmp_path):
+    (tmp_path / "models").mkdir()
+    for f in ("dyvit.py", "dylvvit.py", "dyconvnext.py"):
+        (tmp_path / "models" / f).write_text("# stub\n")
+    r = run_tool("--official", str(tmp_path), "--models", "swin-t")
+    assert r.returncode == 2 and r.stdout == ""
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "models/dyswin.py" in lines[0] and "--models" in lines[0], r.stderr
+
+
+def test_official_swin_eval_never_gets_a_batch_of_two():
+    # models/dyswin.py's BasicLayer.forward reads an eval batch of 2 as the training pair [x1, x2]
+    assert parity.official_eval_batches(2) == [1, 1]
+    for n in (1, 3, 12):
+        assert parity.official_eval_batches(n) == [n]
+
+
+def test_gumbel_recorder_is_torchs_gumbel_softmax_and_records_its_draw():
+    F = torch.nn.functional
+    logits = torch.randn(3, 5, 2, generator=torch.Generator().manual_seed(1)).log_softmax(-1)
+    torch.manual_seed(7)
+    want = F.gumbel_softmax(logits, hard=True, dim=2)
+    after = torch.get_rng_state()
+    rec = parity.GumbelRecorder()
+    torch.manual_seed(7)
+    got = rec.gumbel_softmax(logits, hard=True, dim=2)
+    assert torch.equal(got, want)
+    assert torch.equal(torch.get_rng_state(), after)  # the replay leaves the generator where torch left it
+    assert len(rec.noise) == 1 and rec.noise[0].shape == logits.shape
+    assert torch.equal((logits + rec.noise[0]).argmax(2), want.argmax(2))
+    assert rec.softmax is F.softmax  # everything else is torch.nn.functional's

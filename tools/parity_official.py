@@ -44,6 +44,19 @@ as infer.py does (sparse_ratio [rho, rho - 0.2, rho - 0.4]), loads it with pipel
 and compares the same columns (kept sets from hooks on the official predictors); it also compares the dense
 ConvNeXt_Teacher (Facebook's layout) and the training forward on the same Gumbel draws. --reduced: depths 1, 1, 4, 1.
 
+DynamicSwin, on request: --models swin-t,swin-s,swin-b builds models/dyswin.py's AdaSwinTransformer with infer.py's
+arguments (sparse_ratio [rho, rho - 0.2, rho - 0.4], pruning in the third stage), except drop_path_rate 0.0 (infer.py
+leaves swin-t at the class default 0.1 and passes swin-s/b args.drop_path, which its parser lacks; stochastic depth
+is the identity in eval, and 0 is main.py's default). It is loaded with OUR loader, pipeline.checkpoint.load_model(
+path, preset=name, keep_ratio=rho), and compared as ConvNeXt is: eval logits and kept sets (hooks on the official
+predictors), the dense SwinTransformer_Teacher (Microsoft's layout) against our dense load of the same file less the
+predictors and fast paths, and the training forward on the official Gumbel draws (recorded from its
+F.gumbel_softmax and passed to our forward_train as gumbel_noise). The official eval forward cannot take a batch of
+exactly 2 images (AdaSwinTransformer's BasicLayer.forward tests `len(x) == 2`, meant for the training pair [x1, x2],
+and len of an eval tensor is its batch size): the tool runs it (and ours, alike) on the whole batch, or one image at
+a time when the batch holds 2 images, and says which. --reduced: depths 2, 2, 4, 2 (every stage keeps its
+shifted-window block), at 224x224 (the 7x7 windows must tile the maps).
+
 Prints a Markdown table; --json writes the figures. Exit status 0 when every name matches (max |logit difference|
 within 1e-4 of the logit scale, every kept set identical, every key mapped), 1 otherwise, 2 on a usage error.
 """
@@ -83,6 +96,15 @@ CNN_BUILD: dict[str, dict[str, Any]] = {
     "convnext-b": {"depths": [3, 3, 27, 3], "dims": [128, 256, 512, 1024], "pruning_loc": [3, 6, 9]},
 }
 CNN_REDUCED_DEPTHS = [1, 1, 4, 1]
+# DynamicSwin: models/dyswin.py AdaSwinTransformer as infer.py builds it (window_size 7, drop_rate 0.0); on request.
+SWIN_NAMES = ("swin-t", "swin-s", "swin-b")
+SWIN_FILE = "models/dyswin.py"
+SWIN_BUILD: dict[str, dict[str, Any]] = {
+    "swin-t": {"embed_dim": 96, "depths": [2, 2, 6, 2], "num_heads": [3, 6, 12, 24], "pruning_loc": [1, 2, 3]},
+    "swin-s": {"embed_dim": 96, "depths": [2, 2, 18, 2], "num_heads": [3, 6, 12, 24], "pruning_loc": [2, 4, 6]},
+    "swin-b": {"embed_dim": 128, "depths": [2, 2, 18, 2], "num_heads": [4, 8, 16, 32], "pruning_loc": [2, 4, 6]},
+}
+SWIN_REDUCED_DEPTHS = [2, 2, 4, 2]
 LOGIT_TOL = 1e-4  # max |logit difference| / logit scale
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -155,10 +177,53 @@ def make_utils_module() -> types.ModuleType:
 
 
 def batch_index_fill(x: Tensor, x1: Tensor, x2: Tensor, idx1: Tensor, idx2: Tensor) -> Tensor:
-    """x [B, N, C] with rows idx1 [B, k1] replaced by x1 and rows idx2 by x2 (models/dyconvnext.py imports it from
-    `utils`, then defines its own: this one only lets the import succeed)."""
+    """x [B, N, C] with rows idx1 [B, k1] replaced by x1 and rows idx2 by x2, out of place (the official utils.py
+    writes into x, which its callers build with zeros_like). models/dyconvnext.py imports it from `utils`, then
+    defines its own; models/dyswin.py's eval forward uses this one, scattering each block's two paths back."""
     out = x.scatter(1, idx1.unsqueeze(-1).expand(-1, -1, x.shape[-1]), x1)
     return out.scatter(1, idx2.unsqueeze(-1).expand(-1, -1, x.shape[-1]), x2)
+
+
+class GumbelRecorder:
+    """Stands in for torch.nn.functional as models/dyswin.py's `F` during its training forward: every function is
+    torch's, and each F.gumbel_softmax call (torch's own, unchanged) also records the Gumbel sample it drew, by
+    drawing it again from the generator state before the call (torch draws -log(Exponential(1)) shaped like the
+    logits) and restoring the state after. The decision the sample gives is checked against torch's output, so a
+    torch that draws otherwise is an error here, not a silent mismatch. CPU only."""
+
+    def __init__(self) -> None:
+        self.noise: list[Tensor] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(torch.nn.functional, name)
+
+    def gumbel_softmax(self, logits: Tensor, tau: float = 1.0, hard: bool = False, eps: float = 1e-10,
+                       dim: int = -1) -> Tensor:
+        if logits.device.type != "cpu":
+            raise RuntimeError("GumbelRecorder replays the CPU generator: run the official model on the CPU")
+        before = torch.get_rng_state()
+        out = torch.nn.functional.gumbel_softmax(logits, tau=tau, hard=hard, dim=dim)
+        after = torch.get_rng_state()
+        torch.set_rng_state(before)
+        noise = -torch.empty_like(logits).exponential_().log()
+        torch.set_rng_state(after)
+        if not torch.equal(((logits + noise) / tau).argmax(dim), out.argmax(dim)):
+            raise RuntimeError("the replayed Gumbel sample does not give torch's gumbel_softmax decision: this torch "
+                               "draws its noise otherwise")
+        self.noise.append(noise.detach())
+        return out
+
+
+@contextlib.contextmanager
+def recording_gumbel(mod: types.ModuleType):
+    """mod.F is a GumbelRecorder inside the block (yielded), torch.nn.functional again after it."""
+    saved = mod.F
+    rec = GumbelRecorder()
+    mod.F = rec
+    try:
+        yield rec
+    finally:
+        mod.F = saved
 
 
 def check_checkout(path: str | Path) -> Path:
@@ -230,6 +295,14 @@ def import_official_cnn(root: Path) -> types.ModuleType:
         raise ToolError(f"{root} has no {CNN_FILE}: extract it too ('git --git-dir=<mirror> archive HEAD models imgs | "
                         "tar -x -C <dir>') or drop the convnext-* names from --models")
     return _exec_official(root, (CNN_FILE,))[0]
+
+
+def import_official_swin(root: Path) -> types.ModuleType:
+    """models/dyswin.py of the checkout, imported as import_official imports the ViT families."""
+    if not (root / SWIN_FILE).is_file():
+        raise ToolError(f"{root} has no {SWIN_FILE}: extract it too ('git --git-dir=<mirror> archive HEAD models "
+                        "imgs | tar -x -C <dir>') or drop the swin-* names from --models")
+    return _exec_official(root, (SWIN_FILE,))[0]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -516,7 +589,7 @@ def check_one(name: str, args: argparse.Namespace, root: Path, mods: tuple[types
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# DynamicCNN (ConvNeXt)
+# DynamicCNN (ConvNeXt) and DynamicSwin: spatial sparsification
 # ---------------------------------------------------------------------------------------------------------------
 def cnn_spec(name: str, rho: float, reduced: bool) -> tuple[dict[str, Any], Any]:
     """The official AdaConvNeXt kwargs (sparse_ratio [rho, rho - 0.2, rho - 0.4], as infer.py's KEEP_RATE2) and
@@ -532,38 +605,67 @@ def cnn_spec(name: str, rho: float, reduced: bool) -> tuple[dict[str, Any], Any]
     return kwargs, cfg
 
 
+def swin_spec(name: str, rho: float, reduced: bool) -> tuple[dict[str, Any], Any]:
+    """The official AdaSwinTransformer kwargs (infer.py's, with drop_path_rate 0.0: see the module docstring) and
+    our SpatialConfig for them (--reduced: named '<name>-parity-reduced', registered as a preset while it runs)."""
+    from pipeline.spatial.config import spatial_config
+
+    kwargs: dict[str, Any] = dict(SWIN_BUILD[name], window_size=7, drop_rate=0.0, drop_path_rate=0.0,
+                                  sparse_ratio=[rho, rho - 0.2, rho - 0.4])
+    cfg = spatial_config(name, keep_ratio=rho)
+    if reduced:
+        kwargs.update(depths=list(SWIN_REDUCED_DEPTHS), pruning_loc=list(REDUCED_PRUNING_LOC))
+        cfg = cfg.replace(name=f"{name}-parity-reduced", depths=tuple(SWIN_REDUCED_DEPTHS),
+                          pruning_loc=tuple(REDUCED_PRUNING_LOC))
+    return kwargs, cfg
+
+
 @torch.no_grad()
-def randomize_cnn_(model: nn.Module, seed: int, predictor_gain: float = 16.0) -> None:
-    """randomize_'s draws for a ConvNeXt, by parameter name (its channels-first LayerNorm and layer scales are
-    bare parameters): matrices and convolutions of unit gain, layer scales in [0.1, 0.6] (not the 1e-6 init, which
-    would hide every residual branch), norms 1 +- 0.1 / 0 +- 0.05, other biases std 0.05, each predictor's last
-    convolution at predictor_gain."""
+def randomize_spatial_(model: nn.Module, seed: int, predictor_gain: float = 16.0) -> None:
+    """randomize_'s draws for a ConvNeXt or a Swin, by parameter name (a ConvNeXt's channels-first LayerNorm and
+    layer scales, a Swin's relative position bias tables are bare parameters): matrices and convolutions of unit
+    gain, layer scales in [0.1, 0.6] (not the 1e-6 init, which would hide every residual branch), norms 1 +- 0.1 /
+    0 +- 0.05, other biases std 0.05, relative position biases std 1 (a trained Swin's are of that order; the 0.02
+    init would hide a wrong index), each predictor's last layer at predictor_gain."""
     g = torch.Generator().manual_seed(seed)
     for name, p in model.named_parameters():
         if name.endswith("gamma"):
             p.copy_(torch.rand(p.shape, generator=g) * 0.5 + 0.1)
-        elif p.ndim == 1 and name.endswith("weight"):  # 1-D weights are norms' in a ConvNeXt
+        elif name.endswith("relative_position_bias_table"):
+            p.copy_(torch.randn(p.shape, generator=g))
+        elif p.ndim == 1 and name.endswith("weight"):  # 1-D weights are norms' in a ConvNeXt and a Swin
             p.copy_(torch.randn(p.shape, generator=g) * 0.1 + 1.0)
         elif p.ndim == 1:
             p.copy_(torch.randn(p.shape, generator=g) * 0.05)
         else:
-            gain = predictor_gain if name.startswith("score_predictor") and p.shape[0] == 2 else 1.0
+            gain = predictor_gain if "score_predictor" in name and p.shape[0] == 2 else 1.0
             p.copy_(torch.randn(p.shape, generator=g) * gain / p[0].numel() ** 0.5)
 
 
+def official_eval_batches(n: int) -> list[int]:
+    """Batch sizes the official Swin eval forward runs n images in: all at once, except 2, which its
+    BasicLayer.forward takes for the training pair (`len(x) == 2`): then one at a time."""
+    return [1, 1] if n == 2 else [n]
+
+
 @torch.no_grad()
-def run_official_cnn(model: nn.Module, images: Tensor) -> OfficialRun:
-    """Eval forward; each predictor's partition (idx1 = slow-path positions) and log p(keep) come from hooks."""
-    scores: list[Tensor] = []
-    kept: list[Tensor] = []
-    hooks = [p.register_forward_hook(lambda _m, _i, out: kept.append(out[1][0].clone())) for p in model.score_predictor]
-    hooks += [p.out_conv.register_forward_hook(lambda _m, _i, out: scores.append(out[:, 0].flatten(1).clone()))
-              for p in model.score_predictor]
+def run_official_spatial(model: nn.Module, predictors: nn.ModuleList, keep_logp: Any, images: Tensor,
+                         batches: list[int] | None = None) -> OfficialRun:
+    """Eval forward (in `batches`, default all at once); each predictor's partition (idx1 = slow-path positions) and
+    log p(keep) (keep_logp of its out_conv's output -> [B, N]) come from hooks."""
+    all_scores: list[Tensor] = []  # chunk-major: chunk c's predictor s at c * len(predictors) + s
+    all_kept: list[Tensor] = []
+    hooks = [p.register_forward_hook(lambda _m, _i, out: all_kept.append(out[1][0].clone())) for p in predictors]
+    hooks += [p.out_conv.register_forward_hook(lambda _m, _i, out: all_scores.append(keep_logp(out).clone()))
+              for p in predictors]
     try:
-        logits = model(images)
+        logits = torch.cat([model(chunk) for chunk in images.split(batches or [images.shape[0]])])
     finally:
         for h in hooks:
             h.remove()
+    n = len(predictors)
+    scores = [torch.cat(all_scores[s::n]) for s in range(n)]
+    kept = [torch.cat(all_kept[s::n]) for s in range(n)]
     B, N = scores[0].shape
     ids = torch.arange(N).expand(B, -1)
     gaps, saturated = [], []
@@ -573,6 +675,22 @@ def run_official_cnn(model: nn.Module, images: Tensor) -> OfficialRun:
         gaps.append(float((srt[:, k - 1] - srt[:, k]).min()) if k < N else float("inf"))
         saturated.append(int((sc == 0).sum(dim=1).max()))
     return OfficialRun(logits, kept, gaps, saturated, scores, [ids] * len(kept))
+
+
+def run_official_cnn(model: nn.Module, images: Tensor) -> OfficialRun:
+    return run_official_spatial(model, model.score_predictor, lambda out: out[:, 0].flatten(1), images)
+
+
+@dataclass
+class SpatialRuns:
+    """What check_spatial_result compares, each family's outputs brought to one form."""
+    ours: Any  # SpatialInferenceOutput: logits, kept_positions
+    official: OfficialRun
+    teacher_ours: tuple[Tensor, Tensor]  # dense logits, final normed feature map
+    teacher_official: tuple[Tensor, Tensor]
+    teacher_keys: int
+    train_ours: tuple[Tensor, Tensor, list[Tensor]]  # training logits, feature map, decisions
+    train_official: tuple[Tensor, Tensor, list[Tensor]]
 
 
 def check_cnn(name: str, args: argparse.Namespace, root: Path, mod: types.ModuleType, log: Any) -> dict[str, Any]:
@@ -587,7 +705,7 @@ def check_cnn(name: str, args: argparse.Namespace, root: Path, mod: types.Module
     t0 = time.perf_counter()
     official = mod.AdaConvNeXt(**kwargs)
     seed = args.seed * 1_000_003 + zlib.crc32(name.encode())
-    randomize_cnn_(official, seed, args.predictor_gain)
+    randomize_spatial_(official, seed, args.predictor_gain)
     official.eval()
     sd = official.state_dict()
     result: dict[str, Any] = {
@@ -626,6 +744,101 @@ def check_cnn(name: str, args: argparse.Namespace, root: Path, mod: types.Module
     torch.manual_seed(args.seed + 1)
     our_train = ours(batch)
     result["seconds"] = round(time.perf_counter() - t0, 1)
+    runs = SpatialRuns(our, off, (t_ours[0], t_ours[1]), (t_off[0], t_off[1]), len(tsd),
+                       (our_train.logits, our_train.featmap, our_train.decisions),
+                       (off_train[0], off_train[1], off_train[2]))
+    return check_spatial_result(name, args, result, runs, len(real_files), log)
+
+
+def check_swin(name: str, args: argparse.Namespace, root: Path, mod: types.ModuleType, log: Any) -> dict[str, Any]:
+    """check_cnn for DynamicSwin: our model through pipeline.checkpoint.load_model (official name as preset), the
+    dense SwinTransformer_Teacher (Microsoft's layout) against our dense load of the same file less the predictors
+    and fast paths, and the training forward on the official Gumbel draws (recorded, passed as gumbel_noise). The
+    official eval runs in official_eval_batches (never a batch of 2), and ours in the same batches."""
+    from pipeline.checkpoint import load_model
+    from pipeline.errors import CheckpointError
+    from pipeline.spatial.config import SPATIAL_PRESETS
+
+    rho = args.keep_ratio
+    kwargs, cfg = swin_spec(name, rho, args.reduced)
+    img = cfg.img_size
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():  # torch.meshgrid without indexing= in WindowAttention
+        warnings.simplefilter("ignore", UserWarning)
+        official = mod.AdaSwinTransformer(**kwargs)
+        teacher = mod.SwinTransformer_Teacher(embed_dim=kwargs["embed_dim"], depths=kwargs["depths"],
+                                              num_heads=kwargs["num_heads"], window_size=kwargs["window_size"])
+    seed = args.seed * 1_000_003 + zlib.crc32(name.encode())
+    randomize_spatial_(official, seed, args.predictor_gain)
+    official.eval()
+    sd = official.state_dict()
+    result: dict[str, Any] = {
+        "official_class": type(official).__name__, "official_kwargs": dict(kwargs), "our_config": cfg.to_dict(),
+        "img_size": img, "weights_seed": seed, "parameters": sum(p.numel() for p in official.parameters()),
+    }
+    preset = name
+    if args.reduced:
+        preset = cfg.name
+        SPATIAL_PRESETS[preset] = cfg
+    try:
+        with tempfile.TemporaryDirectory(prefix="parity-official-") as tmp:
+            path = Path(tmp) / f"{name}.pth"
+            torch.save({"model": sd}, path)
+            try:
+                ours = load_model(path, preset=preset, keep_ratio=rho)
+            except CheckpointError as e:
+                result.update(load_error=str(e), match=False, missing_keys=[], unexpected_keys=[])
+                return result
+            own = ours.state_dict()
+            result.update(missing_keys=sorted(set(own) - set(sd)), unexpected_keys=sorted(set(sd) - set(own)),
+                          state_dict_keys=len(sd))
+            tsd = {k: v for k, v in sd.items() if k in teacher.state_dict()}
+            teacher.load_state_dict(tsd)
+            teacher.eval()
+            torch.save({"model": tsd}, path)
+            our_teacher = load_model(path, preset=preset)
+    finally:
+        if args.reduced:
+            SPATIAL_PRESETS.pop(preset, None)
+    if not our_teacher.cfg.is_dense:
+        raise RuntimeError(f"our loader read the teacher file (no predictors) as a sparse {our_teacher.cfg.name}")
+    ours.eval()
+    our_teacher.eval()
+    images = torch.randn(args.images, 3, img, img, generator=torch.Generator().manual_seed(args.seed))
+    real, real_files = real_images(root, args.real_images, img)
+    batch = torch.cat([images, real])
+    batches = official_eval_batches(batch.shape[0])
+    result.update(random_images=args.images, real_images=real_files, official_eval_batches=batches)
+    off = run_official_spatial(official, official.layers[2].score_predictor, lambda out: out[:, :, 0], batch, batches)
+    with torch.no_grad():
+        # ours in the same batches, so that a bit-level difference is not a matter of batch size
+        parts = [ours.forward_inference(chunk) for chunk in batch.split(batches)]
+        our = types.SimpleNamespace(logits=torch.cat([o.logits for o in parts]),
+                                    kept_positions=[torch.cat(k) for k in zip(*(o.kept_positions for o in parts))])
+        t_off, t_ours = teacher(batch), our_teacher.forward_teacher(batch)
+    official.train()
+    ours.train()
+    torch.manual_seed(args.seed + 1)
+    with torch.no_grad(), recording_gumbel(mod) as gumbel:
+        off_train = official(batch)
+    with torch.no_grad():
+        our_train = ours.forward_train(batch, gumbel_noise=gumbel.noise)
+    official.eval()
+    ours.eval()
+    result["seconds"] = round(time.perf_counter() - t0, 1)
+    runs = SpatialRuns(our, off, (t_ours[0], t_ours[1]), (t_off[0], t_off[1]), len(tsd),
+                       (our_train.logits, our_train.tokens, our_train.decisions),
+                       (off_train[0], off_train[1], off_train[2]))
+    return check_spatial_result(name, args, result, runs, len(real_files), log,
+                                note=f"; official eval in batches of {batches}")
+
+
+def check_spatial_result(name: str, args: argparse.Namespace, result: dict[str, Any], runs: SpatialRuns,
+                         n_real: int, log: Any, note: str = "") -> dict[str, Any]:
+    """The columns of check_one, plus the teacher and training comparisons, into `result`; match when every key
+    maps, the eval logits are within LOGIT_TOL of their scale with every kept set identical, the teacher's logits
+    and the training logits within LOGIT_TOL too, and every training decision equal."""
+    our, off = runs.ours, runs.official
     diff = (our.logits - off.logits).abs()
     scale = float(off.logits.abs().max())
     stage_same = [same_sets(o, f) for o, f in zip(our.kept_positions, off.grid_ids)]
@@ -643,23 +856,26 @@ def check_cnn(name: str, args: argparse.Namespace, root: Path, mod: types.Module
     } for s, same in enumerate(stage_same)]
     ratio = float(diff.max()) / scale if scale > 0 else float("inf")
     all_same = torch.stack(stage_same).all(dim=0)
+    (tr_ours, fm_ours, dec_ours), (tr_off, fm_off, dec_off) = runs.train_ours, runs.train_official
     train = {
-        "max_abs_logit_diff": float((our_train.logits - off_train[0]).detach().abs().max()),
-        "max_abs_featmap_diff": float((our_train.featmap - off_train[1]).detach().abs().max()),
-        "decisions_equal": all(torch.equal(a.flatten(1), b) for a, b in zip(off_train[2], our_train.decisions)),
-        "mean_slow_share": [round(float(d.detach().mean()), 4) for d in our_train.decisions],
+        "max_abs_logit_diff": float((tr_ours - tr_off).detach().abs().max()),
+        "max_abs_featmap_diff": float((fm_ours - fm_off).detach().abs().max()),
+        "decisions_equal": len(dec_off) == len(dec_ours) and all(
+            torch.equal(a.flatten(1), b.flatten(1)) for a, b in zip(dec_off, dec_ours)),
+        "mean_slow_share": [round(float(d.detach().mean()), 4) for d in dec_ours],
     }
+    (t_ours, tf_ours), (t_off, tf_off) = runs.teacher_ours, runs.teacher_official
     dense = {
-        "state_dict_keys": len(tsd), "max_abs_logit_diff": float((t_ours[0] - t_off[0]).abs().max()),
-        "max_abs_featmap_diff": float((t_ours[1] - t_off[1]).abs().max()),
-        "bit_exact": bool(torch.equal(t_ours[0], t_off[0]) and torch.equal(t_ours[1], t_off[1])),
+        "state_dict_keys": runs.teacher_keys, "max_abs_logit_diff": float((t_ours - t_off).abs().max()),
+        "max_abs_featmap_diff": float((tf_ours - tf_off).abs().max()),
+        "bit_exact": bool(torch.equal(t_ours, t_off) and torch.equal(tf_ours, tf_off)),
     }
     keys_ok = not result["missing_keys"] and not result["unexpected_keys"]
-    t_scale = float(t_off[0].abs().max())
+    t_scale = float(t_off.abs().max())
     result.update(
         max_abs_logit_diff=float(diff.max()), logit_scale=scale, ratio=ratio,
         max_abs_logit_diff_random=float(diff[:n_rand].max()) if n_rand else None,
-        max_abs_logit_diff_real=float(diff[n_rand:].max()) if len(real_files) else None,
+        max_abs_logit_diff_real=float(diff[n_rand:].max()) if n_real else None,
         bit_exact_logits=bool(torch.equal(our.logits, off.logits)),
         top1_agreement=frac(our.logits.argmax(1) == off.logits.argmax(1)),
         distinct_top1_classes=int(off.logits.argmax(1).unique().numel()), stages=stages,
@@ -667,12 +883,12 @@ def check_cnn(name: str, args: argparse.Namespace, root: Path, mod: types.Module
         first_divergences=first_divergences(our.kept_positions, off, n_rand), teacher=dense, training=train,
         match=bool(keys_ok and ratio <= LOGIT_TOL and all(bool(s.all()) for s in stage_same)
                    and dense["max_abs_logit_diff"] <= LOGIT_TOL * t_scale and train["decisions_equal"]
-                   and train["max_abs_logit_diff"] <= LOGIT_TOL * float(off_train[0].detach().abs().max())),
+                   and train["max_abs_logit_diff"] <= LOGIT_TOL * float(tr_off.detach().abs().max())),
     )
     sets = ", ".join(f"{st['same_set']:.3f}" for st in stages)
     log(f"{name}: ratio {ratio:.2e}, top-1 {result['top1_agreement']:.3f}, kept sets {sets}; teacher |dlogit| "
         f"{dense['max_abs_logit_diff']:.2e}; training |dlogit| {train['max_abs_logit_diff']:.2e}, decisions equal "
-        f"{train['decisions_equal']} ({result['seconds']} s)")
+        f"{train['decisions_equal']}{note} ({result['seconds']} s)")
     return result
 
 
@@ -733,7 +949,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "models/dylvvit.py; its imgs/*.jpg are the real images)")
     p.add_argument("--models", default=",".join(OFFICIAL_NAMES), metavar="NAMES",
                    help=f"comma-separated official names (default: all of {','.join(OFFICIAL_NAMES)}; "
-                        f"DynamicCNN on request: {','.join(CNN_NAMES)}, from models/dyconvnext.py)")
+                        f"DynamicCNN on request: {','.join(CNN_NAMES)}, from models/dyconvnext.py; DynamicSwin "
+                        f"on request: {','.join(SWIN_NAMES)}, from models/dyswin.py, whose eval forward the tool "
+                        "never gives a batch of 2)")
     p.add_argument("--images", type=int, default=8, metavar="N", help="seeded randn images per model (default 8)")
     p.add_argument("--real-images", type=int, default=4, metavar="N",
                    help="real images from the checkout's imgs/*.jpg, resized and ImageNet-normalised (default 4)")
@@ -750,9 +968,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--json", metavar="OUT.json", help="write the figures to this file")
     args = p.parse_args(argv)
     names = [n.strip() for n in args.models.split(",") if n.strip()]
-    bad = [n for n in names if n not in OFFICIAL_NAMES + CNN_NAMES]
+    known = OFFICIAL_NAMES + CNN_NAMES + SWIN_NAMES
+    bad = [n for n in names if n not in known]
     if bad or not names:
-        p.error(f"unknown model name(s) {bad or [args.models]}: choose from {','.join(OFFICIAL_NAMES + CNN_NAMES)}")
+        p.error(f"unknown model name(s) {bad or [args.models]}: choose from {','.join(known)}")
     args.names = names
     if args.images < 0 or args.real_images < 0 or args.images + args.real_images == 0:
         p.error("--images and --real-images must be >= 0 and not both 0")
@@ -766,6 +985,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         root = check_checkout(args.official)
         cnn = import_official_cnn(root) if any(n in CNN_NAMES for n in args.names) else None
+        swin = import_official_swin(root) if any(n in SWIN_NAMES for n in args.names) else None
     except ToolError as e:
         print(f"parity_official.py: error: {e}", file=sys.stderr)
         return 2
@@ -779,7 +999,8 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {
         "command": "python tools/parity_official.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "official": {"path": str(root), **{f: file_digest(root / f) for f in REQUIRED_FILES},
-                     **({CNN_FILE: file_digest(root / CNN_FILE)} if cnn is not None else {})},
+                     **({CNN_FILE: file_digest(root / CNN_FILE)} if cnn is not None else {}),
+                     **({SWIN_FILE: file_digest(root / SWIN_FILE)} if swin is not None else {})},
         "shims": {"utils": "tool-provided module with batch_index_select (official utils.py needs torch._six and "
                            "tensorboardX)", "timm": timm_note},
         "versions": {"torch": torch.__version__, "timm": timm.__version__, "python": platform.python_version()},
@@ -793,11 +1014,20 @@ def main(argv: list[str] | None = None) -> int:
         if name in CNN_NAMES:
             assert cnn is not None
             report["models"][name] = check_cnn(name, args, root, cnn, log)
+        elif name in SWIN_NAMES:
+            assert swin is not None
+            report["models"][name] = check_swin(name, args, root, swin, log)
         else:
             report["models"][name] = check_one(name, args, root, (dyvit, dylvvit), log)
     report["all_match"] = all(r["match"] for r in report["models"].values())
     print(markdown_table(report))
     print()
+    swin_batches = {tuple(r["official_eval_batches"]) for r in report["models"].values()
+                    if "official_eval_batches" in r}
+    if swin_batches:
+        print(f"note: official Swin eval forward run in batches of {' / '.join(str(list(b)) for b in swin_batches)} "
+              "(models/dyswin.py BasicLayer.forward tests len(x) == 2 for its training pair, so it fails on an eval "
+              "batch of 2 images)")
     print("all match" if report["all_match"] else "MISMATCH: see the rows marked no")
     if args.json:
         out = Path(args.json)
