@@ -1,15 +1,22 @@
 """The model zoo, measured: every official DynamicViT configuration at keep ratio 0.7, one table for the README.
 
-For each official name (deit-256, deit-s, deit-b, lvvit-s, lvvit-m; pipeline.config.model_config, full 224x224
-configurations, random weights seeded once per model; the dense teacher shares the student's backbone weights):
-  - tokens per stage (the static shapes of the exported graphs) and the parameters of the pruned model and of
-    its dense teacher;
+For each official name, full 224x224 configurations, random weights seeded once per model, the dense teacher
+sharing the student's backbone weights:
+  - token pruning (deit-256, deit-s, deit-b, lvvit-s, lvvit-m; pipeline.config.model_config): tokens per stage
+    (the static shapes of the exported graphs);
+  - spatial sparsification (convnext-t/s/b: DynamicCNN, swin-t/s/b: DynamicSwin; pipeline.spatial.config.
+    spatial_config): no token is removed, the third stage's map (14x14 = 196 positions) keeps its shape; what the
+    table gives instead is the positions on the slow path (the block's MLP) at each pruning location, rho,
+    rho - 0.2, rho - 0.4 of the map (137 / 97 / 58 of 196), the others taking the fast path (LayerNorm + Linear);
+  - the parameters of the pruned model and of its dense teacher;
   - dense and pruned GMACs, COUNTED, not quoted: torch.utils.flop_counter.FlopCounterMode around one image's
     inference pass (model.forward_inference at batch 1, pipeline.measure.count_flops), which counts 2 FLOPs per
     multiply-add of matrix products and convolutions only (softmax, LayerNorm, GELU, BatchNorm, elementwise ops
-    and the top-k/gather are free), so GMACs = counted / 2: the unit the DynamicViT paper and README call
-    "GFLOPs". The prediction modules' share of the pruned figure is counted on its own; each figure is set
-    beside the official README's (where it quotes one), with the difference;
+    and the top-k/gather/scatter are free), so GMACs = counted / 2: the unit the DynamicViT paper and README call
+    "GFLOPs". For the spatial models that is the real pass as exported: the depthwise convolution (ConvNeXt) and
+    the windowed attention (Swin) on the whole map, the slow path's MLP on the kept positions only, the fast
+    path's Linear on the others. The prediction modules' share of the pruned figure is counted on its own; each
+    figure is set beside the official README's (where it quotes one), with the difference;
   - the ONNX Runtime CPU time of the fused pruned graph against the dense teacher graph, both exported by `dvit
     export`'s API (pipeline.export.export, reused from a previous run when still current), at batch 1 and 32:
     ONNX Runtime runner sessions, 2 intra-op threads, the process pinned to that many CPUs; per model and batch
@@ -19,8 +26,11 @@ configurations, random weights seeded once per model; the dense teacher shares t
 Writes benchmarks/results/model_zoo.json ("dvit-edge/bench-model-zoo/v1") and model_zoo.md (the table, what is
 counted, the comparison with the official figures, the command and the machine); progress goes to stderr.
 
-    .venv/bin/python benchmarks/bench_model_zoo.py            # the full run (make bench; ~15 min on 2 cores)
-    .venv/bin/python benchmarks/bench_model_zoo.py --quick    # a smoke run: depth 4, 64x64 images, batch 1
+    .venv/bin/python benchmarks/bench_model_zoo.py            # the full run (make bench; 10 min on 2 cores for
+                                                              # the five token-pruning names, more with the six
+                                                              # spatial ones)
+    .venv/bin/python benchmarks/bench_model_zoo.py --models convnext-t,swin-t     # a subset
+    .venv/bin/python benchmarks/bench_model_zoo.py --quick    # a smoke run: reduced depths, small images, batch 1
                                                               # (its files go to artifacts/bench-model-zoo/)
 """
 from __future__ import annotations
@@ -39,32 +49,71 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 FORMAT = "dvit-edge/bench-model-zoo/v1"
-MODELS = ("deit-256", "deit-s", "deit-b", "lvvit-s", "lvvit-m")
+TOKEN_MODELS = ("deit-256", "deit-s", "deit-b", "lvvit-s", "lvvit-m")  # token pruning (pipeline.config)
+SPATIAL_MODELS = ("convnext-t", "convnext-s", "convnext-b", "swin-t", "swin-s", "swin-b")  # OFFICIAL_SPATIAL
+MODELS = TOKEN_MODELS + SPATIAL_MODELS
 KEEP_RATIO = 0.7
 SEED = 0
 # --quick: the same architectures reduced as tests/test_model_zoo_deit.py reduces them (the real widths, heads and
 # MLP ratios; 4 blocks on 64x64 images, pruning before blocks 1, 2, 3): the same code path in seconds.
 QUICK = {"depth": 4, "img_size": 64}
-# GMACs the official DynamicViT README quotes (as "GFLOPs") at keep ratio 0.7 and for the dense backbones.
+# --quick, spatial: the real widths (and Swin's heads), 1, 1, 4, 1 blocks, pruning before blocks 1, 2, 3 of the
+# third stage, on 128x128 images: an 8x8 third-stage map (64 positions, 44 / 31 / 19 on the slow path). Swin's
+# window shrinks to 4 (128 / 32): as 7 at 224, it tiles the third stage's map with 2x2 windows, shifted in every
+# other block, and covers the fourth stage's map with one.
+QUICK_SPATIAL: dict[str, Any] = {"depths": [1, 1, 4, 1], "img_size": 128, "pruning_loc": [1, 2, 3]}
+QUICK_SWIN_WINDOW = 4
+# GMACs the official DynamicViT README quotes (as "GFLOPs") at keep ratio 0.7 and for the dense backbones: its
+# model zoo tables (raoyongming/DynamicViT README.md at 1322e62, the DynamicViT table and the DynamicCNN /
+# DynamicSwin one, which quotes no dense figure).
+QUOTED_SOURCE = "the official DynamicViT README (raoyongming/DynamicViT at 1322e62, its two model zoo tables)"
 QUOTED_GMACS: dict[str, dict[str, float]] = {
     "deit-s": {"pruned": 2.9, "dense": 4.6},
     "deit-b": {"pruned": 11.4},
     "lvvit-s": {"pruned": 4.6, "dense": 6.6},
     "lvvit-m": {"pruned": 8.5, "dense": 12.7},
+    "convnext-t": {"pruned": 3.6},  # DynamicCNN-T/0.7
+    "convnext-s": {"pruned": 5.8},  # DynamicCNN-S/0.7
+    "convnext-b": {"pruned": 10.2},  # DynamicCNN-B/0.7
+    "swin-t": {"pruned": 4.0},  # DynamicSwin-T/0.7
+    "swin-s": {"pruned": 6.9},  # DynamicSwin-S/0.7
+    "swin-b": {"pruned": 12.1},  # DynamicSwin-B/0.7
 }
 GMACS_NOTE = ("GMACs: multiply-adds (10^9) of one image's inference pass, counted with "
               "torch.utils.flop_counter.FlopCounterMode (2 FLOPs per multiply-add, so GMACs = counted FLOPs / 2, "
               "the DynamicViT paper's \"GFLOPs\"). It counts matrix products and convolutions only: softmax, "
-              "LayerNorm, GELU, BatchNorm, elementwise ops and the top-k/gather are not counted. Pruned GMACs "
-              "include the prediction modules.")
+              "LayerNorm, GELU, BatchNorm, elementwise ops and the top-k/gather/scatter are not counted. Pruned "
+              "GMACs include the prediction modules.")
+SPATIAL_NOTE = ("Spatial sparsification (DynamicCNN on ConvNeXt, DynamicSwin on Swin) removes no token: the third "
+                "stage's map keeps its shape through every stage graph. At each pruning location (inside the third "
+                "stage) a prediction module ranks all its positions afresh; the top rho, rho - 0.2, rho - 0.4 of "
+                "them take the block's MLP (the slow path), the others a LayerNorm and one Linear (the fast path), "
+                "scattered back. The depthwise 7x7 convolution (ConvNeXt) and the windowed attention (Swin) still "
+                "run on every position, as do the first, second and fourth stages. The column gives those "
+                "slow-path counts per location, not token counts; the GMACs count the slow path's MLP on them "
+                "only, the fast path's Linear on the others.")
 
 
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+def is_spatial(name: str) -> bool:
+    return name in SPATIAL_MODELS
+
+
 def zoo_config(name: str, quick: bool = False) -> Any:
-    """The official configuration `name` at keep ratio 0.7; --quick: reduced to QUICK (pruning at its quarters)."""
+    """The official configuration `name` at keep ratio 0.7; --quick: reduced to QUICK (pruning at its quarters),
+    a spatial one to QUICK_SPATIAL (Swin with QUICK_SWIN_WINDOW)."""
+    if is_spatial(name):
+        from pipeline.spatial.config import spatial_config
+
+        scfg = spatial_config(name, keep_ratio=KEEP_RATIO)
+        if quick:
+            window = {"window_size": QUICK_SWIN_WINDOW} if scfg.family == "swin" else {}
+            scfg = scfg.replace(**QUICK_SPATIAL, **window)  # SpatialConfig makes the lists tuples
+        return scfg
+
     from pipeline.config import default_pruning_loc, model_config
 
     cfg = model_config(name, keep_ratio=KEEP_RATIO)
@@ -75,15 +124,29 @@ def zoo_config(name: str, quick: bool = False) -> Any:
 
 def build_pair(cfg: Any) -> tuple[Any, Any]:
     """The pruned model (seeded random weights) and its dense teacher with the same backbone weights, as
-    bench_tradeoff builds them."""
+    bench_tradeoff builds them: the student's state dict less its own keys (prediction modules; for the spatial
+    models also the fast paths), loaded strictly, so that every backbone tensor is shared."""
     import torch
 
-    from pipeline.model import DynamicViT
+    from pipeline.spatial.config import SPATIAL_FAMILIES
 
     torch.manual_seed(SEED)
-    student = DynamicViT(cfg).eval()
-    dense = DynamicViT(cfg.as_dense()).eval()
-    dense.load_state_dict({k: v for k, v in student.state_dict().items() if not k.startswith("score_predictor.")})
+    if cfg.family in SPATIAL_FAMILIES:
+        from pipeline.spatial.convnext import is_sparse_key as convnext_sparse_key
+        from pipeline.spatial.load import build_spatial
+        from pipeline.spatial.swin import is_sparse_key as swin_sparse_key
+
+        student, dense = build_spatial(cfg).eval(), build_spatial(cfg.as_dense()).eval()
+        own = convnext_sparse_key if cfg.family == "convnext" else swin_sparse_key
+    else:
+        from pipeline.model import DynamicViT
+
+        student, dense = DynamicViT(cfg).eval(), DynamicViT(cfg.as_dense()).eval()
+
+        def own(k: str) -> bool:
+            return k.startswith("score_predictor.")
+
+    dense.load_state_dict({k: v for k, v in student.state_dict().items() if not own(k)})
     return student, dense
 
 
@@ -99,7 +162,8 @@ def count_gmacs(model: Any) -> float:
 
 
 def predictor_gmacs(model: Any) -> float:
-    """Multiply-adds (10^9) of the prediction modules alone, on the tokens each one scores at inference."""
+    """Multiply-adds (10^9) of the prediction modules alone, on the tokens (spatial: the whole map's positions)
+    each one scores at inference."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -190,10 +254,14 @@ def measure_model(name: str, quick: bool, sizes: tuple[int, ...], work: Path) ->
     graphs = export_model(cfg, student, dense, sizes, work / (f"{name}-quick" if quick else name))
     log(f"[{name}] graphs in {graphs} ({time.perf_counter() - t0:.0f} s); GMACs dense {gmacs['dense']:.3f}, "
         f"pruned {gmacs['pruned']:.3f}")
+    # spatial: tokens_per_stage is the static map every stage graph takes (all positions), keep_counts the
+    # slow-path positions at each location (map_positions: the third stage's map)
     return {
         "name": name, "preset": cfg.name, "family": cfg.family, "family_name": FAMILY_NAMES[cfg.family],
+        "sparsification": "spatial" if is_spatial(name) else "tokens",
         "keep_ratio": cfg.keep_ratio, "model_config": cfg.to_dict(), "tokens_per_stage": cfg.tokens_per_stage,
-        "keep_counts": cfg.keep_counts, "params": count_params(student), "params_dense": count_params(dense),
+        "keep_counts": cfg.keep_counts, **({"map_positions": cfg.positions} if is_spatial(name) else {}),
+        "params": count_params(student), "params_dense": count_params(dense),
         "gmacs": gmacs, "quoted_gmacs": quoted, "gmacs_diff": diff, "graphs": str(graphs), "ort": {},
     }
 
@@ -224,19 +292,42 @@ def markdown_table(result: dict[str, Any]) -> str:
     title = f"DynamicViT model zoo at keep ratio {result['keep_ratio']}"
     lines = [f"### {title}" + (" (--quick: REDUCED configurations, not for the README)" if result["quick"] else ""),
              ""]
-    head = ["model", "family", "tokens per stage", "params (M) pruned / dense", "dense GMACs (multiply-adds)",
-            "pruned GMACs (multiply-adds)", *(f"ORT pruned/dense b{b} (p50 ms)" for b in sizes)]
-    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for m in models:
-        row = [f"`{m['name']}`", m["family_name"], " → ".join(map(str, m["tokens_per_stage"])),
-               f"{m['params'] / 1e6:.2f} / {m['params_dense'] / 1e6:.2f}", _num(m["gmacs"]["dense"]),
-               _num(m["gmacs"]["pruned"]), *(_ratio_cell(m["ort"].get(str(b))) for b in sizes)]
-        lines.append("| " + " | ".join(row) + " |")
-    cfg0 = models[0]["model_config"] if models else {}
+    tokens = [m for m in models if not _is_spatial_row(m)]
+    spatial = [m for m in models if _is_spatial_row(m)]
+    # Two tables: token pruning gives tokens per stage; spatial sparsification keeps every position in every stage
+    # graph, so its column is the slow-path positions per location instead (a token count would be all of them).
+    for group, column, cell in (
+        (tokens, "tokens per stage", lambda m: " → ".join(map(str, m["tokens_per_stage"]))),
+        (spatial, "slow-path positions per location (of the third stage's map)",
+         lambda m: " / ".join(map(str, m["keep_counts"])) + f" of {m.get('map_positions', m['tokens_per_stage'][0])}"),
+    ):
+        if not group:
+            continue
+        if group is spatial and tokens:
+            lines.append("")
+        head = ["model", "family", column, "params (M) pruned / dense", "dense GMACs (multiply-adds)",
+                "pruned GMACs (multiply-adds)", *(f"ORT pruned/dense b{b} (p50 ms)" for b in sizes)]
+        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for m in group:
+            row = [f"`{m['name']}`", m["family_name"], cell(m),
+                   f"{m['params'] / 1e6:.2f} / {m['params_dense'] / 1e6:.2f}", _num(m["gmacs"]["dense"]),
+                   _num(m["gmacs"]["pruned"]), *(_ratio_cell(m["ort"].get(str(b))) for b in sizes)]
+            lines.append("| " + " | ".join(row) + " |")
+    image_sizes = {_image_size(m) for m in models}
+    if len(image_sizes) == 1:
+        images = f"{image_sizes.pop()} images"
+    else:
+        kinds = dict.fromkeys(f"{_image_size(m)} ({'spatial' if _is_spatial_row(m) else 'token pruning'})"
+                              for m in models)  # in table order
+        images = ", ".join(kinds) + " images"
     lines += [
         "",
-        (f"{cfg0.get('img_size', '?')}x{cfg0.get('img_size', '?')} images, random weights (seeded); the dense model "
-         "is the teacher with the same backbone weights. Tokens per stage include the class token."),
+        (f"{images}, random weights (seeded); the dense model is the teacher with the same backbone weights."
+         + (" Tokens per stage include the class token." if tokens else "")),
+    ]
+    if spatial:
+        lines += ["", SPATIAL_NOTE]
+    lines += [
         "",
         GMACS_NOTE,
         "",
@@ -248,7 +339,8 @@ def markdown_table(result: dict[str, Any]) -> str:
     ]
     compared = [m for m in models if m.get("quoted_gmacs")]
     if compared:
-        lines += ["", "Counted against the official DynamicViT README (quoted to 0.1 G):", "",
+        source = result.get("quoted_source", QUOTED_SOURCE)
+        lines += ["", f"Counted against {source}, which quotes GFLOPs to 0.1 G (— : not quoted):", "",
                   ("| model | dense counted | dense quoted | difference | pruned counted | pruned quoted | difference "
                    "| of which prediction modules |"), "|---|---|---|---|---|---|---|---|"]
         for m in compared:
@@ -269,10 +361,21 @@ def markdown_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _is_spatial_row(m: dict[str, Any]) -> bool:
+    return m.get("sparsification") == "spatial"
+
+
+def _image_size(m: dict[str, Any]) -> str:
+    size = m.get("model_config", {}).get("img_size", "?")
+    return f"{size}x{size}"
+
+
 # ---------------------------------------------------------------------------------------------- CLI
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    p.add_argument("--models", default=",".join(MODELS), help="official names (default: %(default)s)")
+    p.add_argument("--models", default=",".join(MODELS),
+                   help=f"official names, comma-separated: token pruning {', '.join(TOKEN_MODELS)}, spatial "
+                        f"{', '.join(SPATIAL_MODELS)} (default: all)")
     p.add_argument("--batch-sizes", default=None, help="static batch sizes (default: 1,32; --quick: 1)")
     p.add_argument("--runs", type=int, default=10,
                    help="timed runs of each graph per model and batch size, after the warm-up (default: %(default)s)")
@@ -280,8 +383,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="warm-up per graph: at least one run, more while this time lasts (default: %(default)s)")
     p.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads (default: %(default)s)")
     p.add_argument("--quick", action="store_true",
-                   help=f"a smoke run in seconds: reduced configurations (depth {QUICK['depth']}, "
-                        f"{QUICK['img_size']}x{QUICK['img_size']} images), batch 1 unless --batch-sizes says otherwise")
+                   help=f"a smoke run in seconds: reduced configurations (token pruning: depth {QUICK['depth']}, "
+                        f"{QUICK['img_size']}x{QUICK['img_size']} images; spatial: depths {QUICK_SPATIAL['depths']}, "
+                        f"{QUICK_SPATIAL['img_size']}x{QUICK_SPATIAL['img_size']} images, Swin window "
+                        f"{QUICK_SWIN_WINDOW}), batch 1 unless --batch-sizes says otherwise")
     p.add_argument("--work", default=str(REPO / "artifacts" / "bench-model-zoo"), help="exported graphs (reused)")
     p.add_argument("--out", default=None,
                    help="where model_zoo.json and model_zoo.md go (default: benchmarks/results; --quick: "
@@ -337,10 +442,12 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "format": FORMAT, "command": command, "quick": args.quick, "keep_ratio": KEEP_RATIO,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": machine, "gmacs_note": GMACS_NOTE,
+        "machine": machine, "gmacs_note": GMACS_NOTE, "spatial_note": SPATIAL_NOTE, "quoted_source": QUOTED_SOURCE,
         "settings": {"batch_sizes": list(sizes), "runs": args.runs, "warmup_s": args.warmup_s,
                      "threads": args.threads, "pool": pool, "pinned_cpus": pinned, "seed": SEED,
-                     "reduced": QUICK if args.quick else None},
+                     "reduced": QUICK if args.quick else None,
+                     "reduced_spatial": {**QUICK_SPATIAL, "swin_window_size": QUICK_SWIN_WINDOW} if args.quick
+                     else None},
         "wall_s": time.perf_counter() - started,
         "models": models,
     }
