@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import cast
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..checkpoint import extract_state_dict, load_weights, read_checkpoint
@@ -34,7 +35,11 @@ LAYER_SCALE_INIT = 1e-6
 
 class ChannelsFirstLayerNorm(nn.Module):
     """LayerNorm over the channels of [B, C, H, W], computed as the official code does (mean, biased variance,
-    sqrt), so the stem, the downsampling layers and the predictor round as the official ones."""
+    sqrt), so the stem, the downsampling layers and the predictor round as the official ones.
+
+    Exported, it is one LayerNormalization between two transposes instead: TensorRT builds that as its
+    normalization layer, where the official form's ReduceMean/Pow/Sqrt chain risks FP16 overflow (TensorRT warns so
+    when building it in FP16). The two agree to float rounding; the export's check against PyTorch covers it."""
 
     def __init__(self, dim: int, eps: float = EPS) -> None:
         super().__init__()
@@ -43,6 +48,9 @@ class ChannelsFirstLayerNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: Tensor) -> Tensor:
+        if torch.onnx.is_in_onnx_export():
+            y = F.layer_norm(x.permute(0, 2, 3, 1), (x.shape[1],), self.weight, self.bias, self.eps)
+            return y.permute(0, 3, 1, 2)
         u = x.mean(1, keepdim=True)
         s = (x - u).pow(2).mean(1, keepdim=True)
         x = (x - u) / torch.sqrt(s + self.eps)
