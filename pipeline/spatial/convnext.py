@@ -22,12 +22,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..checkpoint import extract_state_dict, load_weights, read_checkpoint
+from ..checkpoint import extract_state_dict, read_checkpoint
 from ..errors import CheckpointError, ConfigError
 from ..model import DropPath
 from .config import SpatialConfig
 from .sparse import Partition, gather_positions, gumbel_decision, scatter_positions
 from .stages import SpatialStages
+from .weights import load_checked
 
 EPS = 1e-6  # every ConvNeXt LayerNorm
 LAYER_SCALE_INIT = 1e-6
@@ -375,16 +376,7 @@ def load_dynamic_cnn(path: str | os.PathLike[str], cfg: SpatialConfig, *, from_d
                               "pass the matching --model or a ConvNeXt checkpoint")
     if layout == "convnext-timm":
         sd = convnext_from_timm(sd)
-    if "head.weight" not in sd:
-        raise CheckpointError(f"{path} has no classification head (head.weight): pass a classifier checkpoint")
-    own = model.state_dict()
-    body = {k for k in own if not is_sparse_key(k) and not k.startswith("head.")}
-    file_body = {k for k in sd if not is_sparse_key(k) and not k.startswith("head.")}
-    sparse, file_sparse = {k for k in own if is_sparse_key(k)}, {k for k in sd if is_sparse_key(k)}
-    dense_init = from_dense and not file_sparse
-    if body != file_body or any(sd[k].shape != own[k].shape for k in body) or (sparse != file_sparse and not dense_init):
-        raise CheckpointError(f"{path} is {describe_convnext(sd)}, not {describe_config(cfg)}: pass the matching "
-                              "--model/--keep-ratio or the matching checkpoint")
-    load_weights(model, sd, allow_missing=tuple(sorted(sparse)) if dense_init else (), source=f"checkpoint {path}")
+    load_checked(model, sd, path, from_dense=from_dense, is_sparse=is_sparse_key, file_is=describe_convnext(sd),
+                 model_is=describe_config(cfg))
     return model.eval()
 

@@ -22,12 +22,13 @@ from typing import cast
 import torch
 from torch import Tensor, nn
 
-from ..checkpoint import extract_state_dict, load_weights, read_checkpoint
+from ..checkpoint import extract_state_dict, read_checkpoint
 from ..errors import CheckpointError, ConfigError
 from ..model import DropPath, Mlp, PredictorLG, gumbel_hard_keep, init_linear_and_norm
 from .config import SpatialConfig
 from .sparse import Partition, gather_positions, scatter_positions
 from .stages import SpatialStages
+from .weights import load_checked
 
 PATCH = 4  # Swin's stem: a 4x4 stride-4 convolution
 MASK_FILL = -100.0  # the official shifted-window mask value between positions of different regions
@@ -447,15 +448,6 @@ def load_dynamic_swin(path: str | os.PathLike[str], cfg: SpatialConfig, *, from_
             elif sd[k].shape != v.shape or not torch.equal(sd[k].to(v.dtype), v):
                 raise CheckpointError(f"{path}: {k} differs from {describe_config(cfg)}'s at image size {cfg.img_size}, "
                                       f"window {cfg.window_size}: pass the image and window size the file was built for")
-    if "head.weight" not in sd:
-        raise CheckpointError(f"{path} has no classification head (head.weight): pass a classifier checkpoint")
-    body = {k for k in own if not is_sparse_key(k) and not k.startswith("head.")}
-    file_body = {k for k in sd if not is_sparse_key(k) and not k.startswith("head.")}
-    sparse, file_sparse = {k for k in own if is_sparse_key(k)}, {k for k in sd if is_sparse_key(k)}
-    dense_init = from_dense and not file_sparse
-    if body != file_body or any(sd[k].shape != own[k].shape for k in body) or (sparse != file_sparse and not dense_init):
-        raise CheckpointError(f"{path} is {describe_swin(sd)}, not {describe_config(cfg)}: pass the matching "
-                              "--model/--keep-ratio or the matching checkpoint")
-    allow = tuple(sorted(sparse)) if dense_init else ()
-    load_weights(model, sd, allow_missing=allow, source=str(path))
-    return model
+    load_checked(model, sd, path, from_dense=from_dense, is_sparse=is_sparse_key, file_is=describe_swin(sd),
+                 model_is=describe_config(cfg))
+    return model.eval()
