@@ -168,3 +168,22 @@ def test_a_device_without_onnx_runtime_is_stopped_in_preflight(device, sets: dic
                                         r"--remote-python"):
         deploy(opts)
     assert not (tmp_path / "dvit-deploy" / "releases").exists() and not (tmp_path / "results").exists()
+
+
+def test_a_spatial_set_deploys_with_the_readme_venv_and_validates(device, sets: dict, managed: dict,
+                                                                 tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Issue 18: a DynamicCNN export (feature-map boundaries, absolute kept positions, native TopK/GatherElements/
+    ScatterElements) deploys to a device set up as README.md says, whose engines build there and whose graphs
+    validate against the workstation's recording, with nothing on the device that knows ConvNeXt but the graph set."""
+    from test_model_zoo_spatial import SpatialRun
+
+    run = SpatialRun("convnext", tmp_path_factory.mktemp("spatial-deploy"))
+    graphs, ref = run.export(), run.reference()
+    r = deploy(options(device, sets, managed["root"] / "spatial", graphs=graphs, reference=ref,
+                       remote_python=str(device_venv(sets["env"]))))
+    status = _status(r)
+    assert r.status == "ok" and r.validation and r.validation["passed"], (r.validation, status)
+    assert status["build"].status == "ok" and status["validate"].status == "ok"
+    v = json.loads((r.results_dir / "out" / "validation.json").read_text())
+    assert v["model"]["config"]["family"] == "convnext"
+    assert [k["identical"] for k in v["chain"]["kept"]] == [1.0, 1.0, 1.0]
