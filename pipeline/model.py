@@ -317,8 +317,13 @@ class DynamicViT(nn.Module):
         return normed if self.aux_head is None else self.aux_head(normed)
 
     # ---- whole-model passes ----
-    def forward(self, images: Tensor, gumbel_noise: list[Tensor] | None = None) -> Tensor | TrainOutput:
+    def forward(self, images: Tensor, gumbel_noise: list[Tensor] | None = None,
+                token_pruning: str = "mask") -> Tensor | TrainOutput:
         if self.training:
+            if token_pruning == "delete":
+                return self.forward_train_delete(images, gumbel_noise)
+            if token_pruning != "mask":
+                raise ValueError(f"token pruning while training is 'mask' or 'delete', not {token_pruning!r}")
             return self.forward_train(images, gumbel_noise)
         return self.forward_inference(images).logits
 
@@ -341,6 +346,46 @@ class DynamicViT(nn.Module):
         logits, tokens = self.head(x[:, 0]), self.distilled_tokens(x[:, 1:])
         dense_prediction = logits if self.aux_head is None else logits + 0.5 * tokens.max(dim=1).values
         return TrainOutput(logits, tokens, prev.detach(), decisions, dense_prediction)
+
+    def forward_train_delete(self, images: Tensor, gumbel_noise: list[Tensor] | None = None) -> TrainOutput:
+        """Training that deletes, as inference does: each pruning point keeps keep_counts[s] tokens (a static count
+        per sample, so the batch keeps one shape) and the blocks after it run on those only.
+
+        The kept tokens are the top ones by the Gumbel-perturbed keep margin (the sample the hard decision takes);
+        they are multiplied by 1 + soft - soft.detach(): exactly 1, with the Gumbel softmax's gradient, so the
+        prediction module learns through the tokens it keeps (straight-through) and through the keep-ratio loss on
+        its hard decisions. `gumbel_noise` is given on the patch grid ([B, N, 2] per pruning point, as for mask
+        mode) and read at the tokens still present, so distributed ranks draw alike. Outputs are laid out on the
+        patch grid: `decisions` hold each point's hard decisions at the tokens present then (0 where deleted
+        earlier), `keep_mask` marks the tokens kept to the end and `tokens` holds their final values there (zero
+        elsewhere), so that the token distillation compares the kept tokens only."""
+        x = self.embed(images)
+        B, N = x.shape[0], self.cfg.num_patches
+        ids = torch.arange(N, device=x.device).expand(B, N)  # patch ids of the tokens present
+        decisions: list[Tensor] = []
+        for s, (start, end) in enumerate(self.stage_bounds()):
+            if s > 0:
+                log_probs = self.score_predictor[s - 1](x[:, 1:])
+                noise = (torch.gather(gumbel_noise[s - 1], 1, ids.unsqueeze(-1).expand(-1, -1, 2))
+                         if gumbel_noise is not None else -torch.empty_like(log_probs).exponential_().log())
+                soft = (log_probs + noise).softmax(dim=-1)[:, :, 0]
+                hard = (soft > 0.5).to(soft.dtype)
+                decisions.append(x.new_zeros(B, N).scatter(1, ids, hard + (soft - soft.detach())))
+                k = self.cfg.keep_counts[s - 1]
+                order = torch.sort(log_probs[:, :, 0] + noise[:, :, 0] - log_probs[:, :, 1] - noise[:, :, 1],
+                                   dim=1, descending=True, stable=True).indices[:, :k]
+                kept = torch.gather(x[:, 1:], 1, order.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+                gate = 1.0 + (torch.gather(soft, 1, order) - torch.gather(soft, 1, order).detach()).unsqueeze(-1)
+                x = torch.cat([x[:, :1], kept * gate], dim=1)
+                ids = torch.gather(ids, 1, order)
+            x = self.run_blocks(x, start, end)
+        x = self.norm(x)
+        logits, kept_tokens = self.head(x[:, 0]), self.distilled_tokens(x[:, 1:])
+        width = kept_tokens.shape[-1]
+        tokens = kept_tokens.new_zeros(B, N, width).scatter(1, ids.unsqueeze(-1).expand(-1, -1, width), kept_tokens)
+        keep_mask = x.new_zeros(B, N, 1).scatter(1, ids.unsqueeze(-1), 1.0)
+        dense_prediction = logits if self.aux_head is None else logits + 0.5 * kept_tokens.max(dim=1).values
+        return TrainOutput(logits, tokens, keep_mask, decisions, dense_prediction)
 
     def forward_teacher(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """Dense pass returning the class head's logits and the distilled tokens: the distillation targets
