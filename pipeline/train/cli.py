@@ -5,9 +5,12 @@ import argparse
 import os
 from typing import Any
 
-from ..config import AMP_MODES, AUGMENT_POLICIES, LOADERS, PRESETS, model_config
+from ..config import AMP_MODES, AUGMENT_POLICIES, LOADERS, PRESETS, ModelConfig, model_config
 from ..errors import ConfigError
-from .recipe import RECIPES, model_settings, train_config
+from ..spatial.config import SPATIAL_PRESETS, SpatialConfig
+from .recipe import RECIPES, model_settings, spatial_note, train_config
+
+MODELS = sorted(PRESETS) + sorted(SPATIAL_PRESETS)
 
 EPILOG = """\
 recipes (every value can be overridden by its flag):
@@ -23,6 +26,11 @@ any size and colour are turned into that input, and the log's 'data:' line says 
 A teacher or --init-from checkpoint made for another input size or channel count is refused unless
 --interpolate-pos-embed resamples its position embeddings (bicubic) and adapts its first convolution, as timm does.
 --mode student without --teacher trains the dense teacher first, into OUT/teacher, then distils from it.
+
+spatial sparsification (T-PAMI DynamicViT): --model convnext-t|s|b, swin-t|s|b, or the small convnext-fmnist and
+swin-fmnist (Fashion-MNIST at 64x64) train DynamicCNN/DynamicSwin the same way: the student starts from its dense
+teacher's weights and is distilled with the official loss (CE 1, keep ratio 10 against rho, rho-0.2, rho-0.4, KL 0.5,
+feature-map MSE 0.5; rho above 0.4), predictors and fast paths at --lr, the backbone at 0.2 x --lr.
 
 many GPUs and nodes: run the same command on every node; it starts torchrun with the c10d rendezvous, e.g.
   dvit train --recipe deit --model deit_small_patch16_224 --data /data/imagenet --teacher T.pt --out runs/s \\
@@ -44,7 +52,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mode", choices=["teacher", "student"], default="student",
                    help="teacher: dense ViT with cross-entropy; student: DynamicViT distilled from --teacher, or from a "
                    "teacher it trains first when none is given (default)")
-    p.add_argument("--model", default="fmnist_tiny", choices=sorted(PRESETS), help="architecture preset (default fmnist_tiny)")
+    p.add_argument("--model", default="fmnist_tiny", choices=MODELS, metavar="MODEL",
+                   help=f"architecture preset (default fmnist_tiny): one of {', '.join(MODELS)}")
     p.add_argument("--img-size", type=int, default=None, metavar="N",
                    help="input size N x N for any --model (a multiple of its patch size; default: the preset's)")
     p.add_argument("--in-chans", type=int, default=None, choices=(1, 3), metavar="C",
@@ -65,8 +74,12 @@ def configure(p: argparse.ArgumentParser) -> None:
                    "position embeddings (bicubic) and adapt its first convolution, as timm does")
     p.add_argument("--drop-path", type=float, default=None, metavar="RATE",
                    help="stochastic depth rate (default: the recipe's for --model, e.g. deit: 0.2 for deit-b; else 0)")
-    p.add_argument("--keep-ratio", type=float, default=None, help="rho: stages keep rho, rho^2, rho^3 of the tokens (default 0.7)")
-    p.add_argument("--pruning-loc", type=_block_indices, default=None, help="blocks before which to prune, e.g. 3,6,9 (default: quarters of the depth)")
+    p.add_argument("--keep-ratio", type=float, default=None,
+                   help="rho: stages keep rho, rho^2, rho^3 of the tokens (default 0.7); ConvNeXt/Swin: rho, rho-0.2, "
+                   "rho-0.4 of the positions take the slow path, so rho must exceed 0.4")
+    p.add_argument("--pruning-loc", type=_block_indices, default=None,
+                   help="blocks before which to prune, e.g. 3,6,9 (default: quarters of the depth); ConvNeXt/Swin: "
+                   "block indices within the third stage (default: the preset's)")
     p.add_argument("--recipe", choices=sorted(RECIPES), default="small", help="where every default below comes from (default small)")
 
     o = p.add_argument_group("schedule and optimiser (recipe defaults)")
@@ -100,10 +113,10 @@ def configure(p: argparse.ArgumentParser) -> None:
     a.add_argument("--crop-pct", type=float, help="evaluation centre crop (deit: 0.875)")
     a.add_argument("--normalization", choices=["dataset", "imagenet"], help="the data's mean/std or ImageNet's (deit)")
 
-    w = p.add_argument_group("loss weights (recipe defaults; paper: 1, 0.5, 0.5, 2.0)")
+    w = p.add_argument_group("loss weights (recipe defaults; paper: 1, 0.5, 0.5, 2.0; ConvNeXt/Swin: 1, 0.5, 0.5, 10)")
     w.add_argument("--w-ce", type=float)
     w.add_argument("--w-distill", type=float, help="KL(teacher||student) weight")
-    w.add_argument("--w-token", type=float, help="token MSE weight")
+    w.add_argument("--w-token", type=float, help="token MSE weight (ConvNeXt/Swin: the final feature map's MSE)")
     w.add_argument("--w-ratio", type=float, help="keep-ratio loss weight")
 
     r = p.add_argument_group("run control")
@@ -154,28 +167,42 @@ def main(args: argparse.Namespace) -> int:
         return launch(args._argv, args.nproc_per_node, args.nnodes, args.rdzv_endpoint, args.rdzv_id)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.num_classes is not None and args.num_classes < 1:
+        raise ConfigError(f"--num-classes must be at least 1, got {args.num_classes}: or drop it (the data says)")
+    mcfg = run_model_config(args)
+    tcfg, lr_note = train_config(args.recipe, overrides_of(args), model=args.model)
+    log = [f"recipe {args.recipe}: {lr_note}"]
+    if isinstance(mcfg, SpatialConfig):
+        log.append(f"recipe {args.recipe}: {spatial_note(tcfg)}")
+    result = train(mcfg, tcfg, args.out, teacher_path=args.teacher, init_from=args.init_from, data=args.data,
+                   resume=args.resume, progress=not args.no_progress, stop_after_epochs=args.stop_after_epochs,
+                   interpolate_pos_embed=args.interpolate_pos_embed, num_classes=args.num_classes,
+                   teacher_epochs=args.teacher_epochs, log=log)
+    if "checkpoint" in result:
+        print(f"wrote {result['checkpoint']}")
+    return 0
+
+
+def run_model_config(args: argparse.Namespace) -> ModelConfig | SpatialConfig:
+    """The model the flags ask for, of either family; every refusal one line (ConfigError)."""
     dense = args.mode == "teacher"
+    drop_path = args.drop_path if args.drop_path is not None else model_settings(args.recipe, args.model).drop_path_rate
+    if drop_path is not None and not 0.0 <= drop_path < 1.0:
+        raise ConfigError(f"--drop-path {drop_path} is outside [0, 1): DeiT-B uses 0.2, 0 disables it")
+    if args.model in SPATIAL_PRESETS:
+        from .spatial import spatial_model_config
+
+        return spatial_model_config(args.model, dense=dense, keep_ratio=args.keep_ratio, pruning_loc=args.pruning_loc,
+                                    img_size=args.img_size, in_chans=args.in_chans, drop_path=drop_path)
     if dense and (args.keep_ratio is not None or args.pruning_loc is not None):
         raise ConfigError("--keep-ratio/--pruning-loc apply to a student; drop them for --mode teacher")
     if args.img_size is not None:
         check_img_size(args.img_size, args.model)
-    if args.num_classes is not None and args.num_classes < 1:
-        raise ConfigError(f"--num-classes must be at least 1, got {args.num_classes}: or drop it (the data says)")
     mcfg = model_config(args.model, keep_ratio=args.keep_ratio, pruning_loc=args.pruning_loc, dense=dense,
                         img_size=args.img_size, in_chans=args.in_chans)
-    drop_path = args.drop_path if args.drop_path is not None else model_settings(args.recipe, args.model).drop_path_rate
     if drop_path is not None:
-        if not 0.0 <= drop_path < 1.0:
-            raise ConfigError(f"--drop-path {drop_path} is outside [0, 1): DeiT-B uses 0.2, 0 disables it")
         mcfg = mcfg.replace(drop_path_rate=float(drop_path))
-    tcfg, lr_note = train_config(args.recipe, overrides_of(args), model=args.model)
-    result = train(mcfg, tcfg, args.out, teacher_path=args.teacher, init_from=args.init_from, data=args.data,
-                   resume=args.resume, progress=not args.no_progress, stop_after_epochs=args.stop_after_epochs,
-                   interpolate_pos_embed=args.interpolate_pos_embed, num_classes=args.num_classes,
-                   teacher_epochs=args.teacher_epochs, log=[f"recipe {args.recipe}: {lr_note}"])
-    if "checkpoint" in result:
-        print(f"wrote {result['checkpoint']}")
-    return 0
+    return mcfg
 
 
 def check_img_size(img_size: int, model: str) -> None:

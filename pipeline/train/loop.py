@@ -1,5 +1,8 @@
 """The training loop: a dense teacher with cross-entropy, or a DynamicViT student distilled from it (a student
-given no teacher trains its own first, into OUT/teacher).
+given no teacher trains its own first, into OUT/teacher). Token pruning (DeiT, LV-ViT: pipeline.model) and spatial
+sparsification (ConvNeXt, Swin: pipeline.spatial, whose training parts are in .spatial) share it: the data, schedule,
+accumulation, distribution, checkpoints and logs are the same; the model, its teacher, its optimiser groups and its
+loss come from the family.
 
 Distributed runs go through torchrun (DistributedDataParallel; NCCL on GPUs, Gloo on CPU). Data order,
 augmentation, Mixup and Gumbel noise derive from (seed, epoch, step) for the *global* batch and each rank takes
@@ -32,7 +35,9 @@ from ..io import atomic_write_json, atomic_write_text, ensure_writable_dir
 from ..losses import dynamicvit_loss
 from ..measure import accuracy
 from ..model import DynamicViT, TrainOutput
+from ..spatial.config import SpatialConfig
 from . import augment
+from . import spatial as sp
 from .distributed import Dist
 from .optim import gumbel_noise_for, lr_factor, param_groups
 from .progress import EpochClock, duration, progress_bar, starvation_warning
@@ -40,6 +45,7 @@ from .rng import rng_state, seeded, set_rng_state, step_seed
 from .sources import data_classes, open_training_data
 
 MAX_BAD_FRACTION = 0.01  # more unreadable images than this in an epoch stops the run
+AnyModelConfig = ModelConfig | SpatialConfig
 
 
 def _amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
@@ -79,7 +85,7 @@ def _check_out(out: Path) -> None:
 
 
 def train(
-    model_cfg: ModelConfig,
+    model_cfg: AnyModelConfig,
     cfg: TrainConfig,
     out_dir: str | os.PathLike[str],
     *,
@@ -101,11 +107,16 @@ def train(
     cfg.epochs; initialised from `init_from`), then distils from it. A teacher or `init_from` of another input size
     or channel count is fitted only with `interpolate_pos_embed`. Every refusal comes before anything is written or
     logged (`log`: lines the log starts with once they are past, e.g. the recipe's choice of lr).
+
+    A SpatialConfig trains DynamicCNN/DynamicSwin (see .spatial): cfg.loss weighs its objective too, and
+    recipe.train_config gives a spatial model the official weights and backbone rate.
     """
     cfg.validate()
     student = not model_cfg.is_dense
     out = Path(out_dir)
     _check_out(out)
+    if isinstance(model_cfg, SpatialConfig):
+        _check_spatial_run(model_cfg, teacher_path, init_from, interpolate_pos_embed)
     if teacher_epochs is not None and (not student or teacher_path is not None):
         raise ConfigError("--teacher-epochs sets the epochs of the teacher a student trains for itself (no --teacher): "
                           "drop it")
@@ -137,7 +148,52 @@ def train(
     return result
 
 
-def _train(model_cfg: ModelConfig, cfg: TrainConfig, out: Path, *, dd: Dist, teacher_path: str | None,
+def _check_spatial_run(model_cfg: SpatialConfig, teacher_path: str | None, init_from: str | None,
+                       interpolate: bool) -> None:
+    """A spatial run's refusals that need no data: they come before the data is read or anything is written."""
+    if interpolate:
+        raise ConfigError(f"--interpolate-pos-embed resamples ViT position embeddings, and '{model_cfg.name}' has "
+                          "none: drop it (its weights take any input size its stages divide)")
+    if init_from is not None:
+        sp.check_init_spec(init_from, model_cfg)
+    if teacher_path is not None:
+        sp.check_spatial_teacher(teacher_path, model_cfg)
+
+
+def _build(model_cfg: AnyModelConfig) -> nn.Module:
+    return sp.build_spatial(model_cfg) if isinstance(model_cfg, SpatialConfig) else DynamicViT(model_cfg)
+
+
+def _load_teacher(path: str, model_cfg: AnyModelConfig, interpolate: bool, notes: list[str]) -> nn.Module:
+    """The dense teacher of the student's family, in eval mode, every refusal one line."""
+    if isinstance(model_cfg, SpatialConfig):
+        return sp.load_spatial_teacher(path, model_cfg)
+    return load_teacher(path, model_cfg, interpolate=interpolate, notes=notes)
+
+
+def _initialise(model: nn.Module, model_cfg: AnyModelConfig, init_from: str | None, teacher: nn.Module | None,
+                interpolate: bool, notes: list[str]) -> None:
+    """--init-from's weights, else a student's dense teacher's (its new modules keep their initialisation)."""
+    if isinstance(model_cfg, SpatialConfig):
+        if init_from:
+            sp.init_spatial_from(cast(sp.SpatialModel, model), init_from, notes)
+        elif teacher is not None:
+            sp.start_from_teacher(cast(sp.SpatialModel, model), cast(sp.SpatialModel, teacher))
+        return
+    if init_from:
+        init_from_pretrained(cast(DynamicViT, model), init_from, interpolate=interpolate, notes=notes)
+    elif teacher is not None:
+        model.load_state_dict(teacher.state_dict(), strict=False)  # backbone from the teacher; predictors fresh
+
+
+def _param_groups(model: nn.Module, model_cfg: AnyModelConfig, cfg: TrainConfig,
+                  student: bool) -> list[dict[str, Any]]:
+    if isinstance(model_cfg, SpatialConfig):
+        return sp.spatial_param_groups(cast(sp.SpatialModel, model), cfg, student)
+    return param_groups(cast(DynamicViT, model), cfg, student)
+
+
+def _train(model_cfg: AnyModelConfig, cfg: TrainConfig, out: Path, *, dd: Dist, teacher_path: str | None,
            init_from: str | None, data: str | None, resume: bool, progress: bool, stop_after_epochs: int | None,
            interpolate: bool, log: Sequence[str]) -> dict[str, Any]:
     """One model's training in the process group `dd` (the teacher's and the student's share one)."""
@@ -154,19 +210,18 @@ def _train(model_cfg: ModelConfig, cfg: TrainConfig, out: Path, *, dd: Dist, tea
         model_cfg = model_cfg.replace(num_classes=len(td.classes))
 
     notes: list[str] = []
-    teacher: DynamicViT | None = None
+    teacher: Any = None  # DynamicViT, DynamicCNN or DynamicSwin: each has forward_teacher
     if student:
         assert teacher_path is not None
-        teacher = load_teacher(teacher_path, model_cfg, interpolate=interpolate, notes=notes).to(device)
+        teacher = _load_teacher(teacher_path, model_cfg, interpolate, notes).to(device)
         for p in teacher.parameters():
             p.requires_grad_(False)
 
-    model = DynamicViT(model_cfg)
-    if init_from:
-        init_from_pretrained(model, init_from, interpolate=interpolate, notes=notes)
-    elif teacher is not None:
-        model.load_state_dict(teacher.state_dict(), strict=False)  # backbone from the teacher; predictors fresh
+    model = _build(model_cfg)
+    _initialise(model, model_cfg, init_from, teacher, interpolate, notes)
     model.to(device)
+    # What measure.accuracy and save_checkpoint read of a model (cfg, forward_inference, state_dict) every family has.
+    measured = cast(DynamicViT, model)
     if dd.is_main:  # every refusal is past: what the run is, then the run
         for line in [*log, *td.notes, *notes]:
             print(line, file=sys.stderr, flush=True)
@@ -177,7 +232,7 @@ def _train(model_cfg: ModelConfig, cfg: TrainConfig, out: Path, *, dd: Dist, tea
     total_steps = steps_per_epoch * cfg.epochs
     warmup = int(cfg.warmup_epochs * steps_per_epoch)
 
-    optimizer = torch.optim.AdamW(param_groups(model, cfg, student), lr=cfg.lr)
+    optimizer = torch.optim.AdamW(_param_groups(model, model_cfg, cfg, student), lr=cfg.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, total_steps, warmup, cfg.lr, cfg.min_lr)
     )
@@ -220,6 +275,11 @@ def _train(model_cfg: ModelConfig, cfg: TrainConfig, out: Path, *, dd: Dist, tea
 
     def forward(xs: Tensor, target: Tensor, noise: list[Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         """One micro-batch's loss and its terms (detached) for the log."""
+        if isinstance(model_cfg, SpatialConfig):
+            if teacher is None:
+                return sp.dense_step(ddp_model, xs, target, classification)
+            return sp.student_step(ddp_model, teacher, model_cfg, cfg, xs, target, [n.to(device) for n in noise],
+                                   classification)
         if teacher is None:
             o: TrainOutput = ddp_model(xs)
             loss = classification(o.dense_prediction, target)
@@ -306,7 +366,7 @@ def _train(model_cfg: ModelConfig, cfg: TrainConfig, out: Path, *, dd: Dist, tea
         if epoch == 0 and start_epoch == 0:
             record["first_step"] = first_step
         if dd.is_main:
-            top1, top5 = accuracy(model, test_set, device=device)
+            top1, top5 = accuracy(measured, test_set, device=device)
             record.update(test_top1=top1, test_top5=top5)
             if ema is not None:
                 record["test_top1_ema"], record["test_top5_ema"] = accuracy(ema.module, test_set, device=device)
@@ -314,7 +374,7 @@ def _train(model_cfg: ModelConfig, cfg: TrainConfig, out: Path, *, dd: Dist, tea
             _write_logs(out, history)
             extra: dict[str, Any] = {"model_ema": ema.module.state_dict()} if ema is not None else {}
             save_checkpoint(
-                last, model, optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), epoch=epoch,
+                last, measured, optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), epoch=epoch,
                 rng=rng_state(), history=history, train_config=cfg.to_dict(), data=td.describe(),
                 scaler=scaler.state_dict() if scaler is not None else None, **extra,
             )
@@ -331,7 +391,7 @@ def _train(model_cfg: ModelConfig, cfg: TrainConfig, out: Path, *, dd: Dist, tea
     if dd.is_main and end_epoch == cfg.epochs:
         final = history[-1] if history else {}
         extra = {"model_ema": ema.module.state_dict()} if ema is not None else {}
-        save_checkpoint(out / "model.pt", model, history=history, train_config=cfg.to_dict(), metrics=final,
+        save_checkpoint(out / "model.pt", measured, history=history, train_config=cfg.to_dict(), metrics=final,
                         data=td.describe(), **extra)
         result.update(final=final, checkpoint=str(out / "model.pt"))
         atomic_write_json(out / "summary.json", {"model_config": model_cfg.to_dict(), "train_config": cfg.to_dict(),
@@ -345,7 +405,7 @@ def _say(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
 
-def _own_teacher(model_cfg: ModelConfig, cfg: TrainConfig, out: Path, *, dd: Dist, init_from: str | None,
+def _own_teacher(model_cfg: AnyModelConfig, cfg: TrainConfig, out: Path, *, dd: Dist, init_from: str | None,
                  data: str | None,
                  resume: bool, progress: bool, stop_after_epochs: int | None, interpolate: bool,
                  epochs: int, log: Sequence[str]) -> tuple[str, int | None] | dict[str, Any]:

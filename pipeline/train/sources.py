@@ -26,10 +26,12 @@ from ..data import (
 )
 from ..errors import ConfigError, DataError
 from ..image_index import class_folders, folder_splits, is_imagenet_style
+from ..spatial.config import SpatialConfig
 from . import augment
 from .memory import MemoryBatches
 from .stream import ArraySource, FolderSource, StreamBatches, StreamEval, default_workers, sample_stats
 
+AnyModelConfig = ModelConfig | SpatialConfig
 MEMORY_LIMIT_BYTES = 2 << 30  # decoded train + test images above this are streamed by 'auto'
 
 
@@ -98,7 +100,7 @@ def choose_loader(cfg: TrainConfig, images: int, bytes_per_image: int) -> tuple[
     return "memory", f"{size}, within the {limit / 2**20:,.0f} MiB in-memory limit (auto; --loader stream to stream)"
 
 
-def open_training_data(spec: str | None, model_cfg: ModelConfig, cfg: TrainConfig, rank: int, world: int,
+def open_training_data(spec: str | None, model_cfg: AnyModelConfig, cfg: TrainConfig, rank: int, world: int,
                        local_world: int, pin_memory: bool) -> TrainingData:
     c, s = model_cfg.in_chans, model_cfg.img_size
     workers = cfg.workers if cfg.workers is not None else default_workers(local_world)
@@ -142,7 +144,7 @@ def open_training_data(spec: str | None, model_cfg: ModelConfig, cfg: TrainConfi
                      f"folder:{spec}", why, conversion, survey)
 
 
-def _conversion(survey: ImageSurvey, model_cfg: ModelConfig, cfg: TrainConfig, data_stats: str) -> str:
+def _conversion(survey: ImageSurvey, model_cfg: AnyModelConfig, cfg: TrainConfig, data_stats: str) -> str:
     """The log's line on what the images are turned into, normalisation included."""
     s = model_cfg.img_size
     stats = "ImageNet's" if cfg.aug.normalization == "imagenet" else data_stats
@@ -168,7 +170,7 @@ def _in_memory(train_set: ImageSet, test_set: ImageSet, cfg: TrainConfig, rank: 
 
 
 def _streamed(train_src: Any, test_src: Any, classes: tuple[str, ...], stats: tuple[tuple[float, ...], tuple[float, ...]],
-              model_cfg: ModelConfig, cfg: TrainConfig, rank: int, world: int, workers: int, pin_memory: bool,
+              model_cfg: AnyModelConfig, cfg: TrainConfig, rank: int, world: int, workers: int, pin_memory: bool,
               source: str, why: str, conversion: str, survey: ImageSurvey) -> TrainingData:
     mean, std = augment.normalization(cfg.aug, stats[0], stats[1], model_cfg.in_chans)
     size = model_cfg.img_size
