@@ -351,6 +351,8 @@ def load_teacher(path: str | os.PathLike[str], student: ModelConfig, *, interpol
     sd = extract_state_dict(obj)
     want = student.as_dense()
     source = f"teacher checkpoint {path}"
+    if is_ours(obj):  # the family first: a ConvNeXt or Swin file has no ViT config to read
+        check_family(str(obj["config"].get("family", "deit")), want, source, "--teacher")
     ours = config_of(obj, path) if is_ours(obj) else None
     check_family(ours.family if ours is not None else weights_architecture(sd)["family"], want, source, "--teacher")
     predictors = len(ours.pruning_loc) if ours is not None else weights_architecture(sd)["pruning_points"]

@@ -5,9 +5,18 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .data import ImageSet, load_dataset
+from .data import ImageSet, load_dataset, refit
 from .measure import accuracy, count_flops, throughput
 from .model import DynamicViT
+
+
+def fitted(ds: ImageSet, cfg: Any) -> ImageSet:
+    """The test images as the model takes them: Fashion-MNIST's 1x28x28 idx images refitted (resized, channels
+    repeated, their statistics with them) for a model trained on them at another size, as training fitted them."""
+    if (ds.in_chans, int(ds.images.shape[-1])) == (cfg.in_chans, cfg.img_size):
+        return ds
+    mean, std = (ds.mean * cfg.in_chans, ds.std * cfg.in_chans) if len(ds.mean) != cfg.in_chans else (ds.mean, ds.std)
+    return ImageSet(refit(ds.images, cfg.in_chans, cfg.img_size), ds.labels, ds.classes, mean, std, ds.source)
 
 
 def evaluate(model: DynamicViT, ds: ImageSet, limit: int | None = None, speed: bool = True) -> dict[str, Any]:
@@ -45,7 +54,7 @@ def main(args: argparse.Namespace) -> int:
     rows = []
     for path in args.checkpoints:
         model = load_model(path, keep_ratio=args.keep_ratio, preset=args.model)
-        ds = load_dataset(args.data, "test", model.cfg.in_chans, model.cfg.img_size)
+        ds = fitted(load_dataset(args.data, "test", model.cfg.in_chans, model.cfg.img_size), model.cfg)
         r = evaluate(model, ds, args.limit, speed=not args.no_speed)
         r["checkpoint"] = path
         rows.append(r)

@@ -245,3 +245,25 @@ def test_our_spatial_checkpoint_asked_for_as_deit_is_refused(run: SpatialRun, tm
     student, _ = run.checkpoints()
     one_line_error(("export", "--checkpoint", student, "--model", "deit-s", "--out", tmp_path / "out"),
                    PRESETS[run.family], "--model")
+
+
+def test_evaluate_refits_fashion_mnist_for_a_64x64_model(tmp_path: Path) -> None:
+    """`dvit evaluate` of a convnext-fmnist checkpoint on the default data: the 1x28x28 test images are refitted to
+    1x64x64 as training fitted them (it used to stop on a shape mismatch)."""
+    torch.manual_seed(0)
+    path = save_checkpoint(tmp_path / "cnn.pt", build_spatial(spatial_config("convnext-fmnist")).eval())
+    rc, out, err = dvit("evaluate", path, "--limit", "32", "--no-speed", "--json", tmp_path / "e.json")
+    assert rc == 0, err
+    row = json.loads((tmp_path / "e.json").read_text())[0]
+    assert 0 <= row["top1"] <= 100 and row["keep_ratio"] == 0.7
+
+
+def test_a_spatial_teacher_for_a_vit_student_is_refused(tmp_path: Path) -> None:
+    from pipeline.checkpoint import load_teacher
+    from pipeline.config import model_config
+    from pipeline.errors import CheckpointError
+
+    path = save_checkpoint(tmp_path / "t.pt", build_spatial(spatial_config("convnext-fmnist", dense=True)).eval())
+    with pytest.raises(CheckpointError, match="ConvNeXt") as e:
+        load_teacher(path, model_config("fmnist_tiny"))
+    assert "\n" not in str(e.value) and "--teacher" in str(e.value)

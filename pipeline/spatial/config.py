@@ -151,8 +151,9 @@ SPATIAL_PRESETS: dict[str, SpatialConfig] = {
     "swin-b": SpatialConfig("swin-b", "swin", (2, 2, 18, 2), (128, 256, 512, 1024), (4, 8, 16, 32),
                             pruning_loc=(2, 4, 6)),
     # Sized for the embedded default on a 2-core CPU (Fashion-MNIST resized to 64x64: a 4x4 third-stage map of 16
-    # positions, 11/8/4 on the slow path at rho 0.7); the same code path as the official sizes, for tests and
-    # `make student`-scale runs.
+    # positions, 11/7/4 on the slow path at rho 0.7: 0.7 - 0.2 is 0.4999... in floating point, and the official
+    # int(N * ratio) rounds it down too); the same code path as the official sizes, for tests and `make student`-scale
+    # runs.
     "convnext-fmnist": SpatialConfig("convnext-fmnist", "convnext", (1, 1, 4, 1), (16, 32, 64, 128), img_size=64,
                                      in_chans=1, num_classes=10, pruning_loc=(1, 2, 3)),
     "swin-fmnist": SpatialConfig("swin-fmnist", "swin", (1, 1, 4, 1), (16, 32, 64, 128), (1, 2, 4, 8), window_size=4,
