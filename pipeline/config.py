@@ -281,6 +281,9 @@ AMP_MODES = ("auto", "bf16", "fp16", "off")
 LOADERS = ("auto", "memory", "stream")
 
 
+TOKEN_PRUNING = ("mask", "delete")
+
+
 @dataclass
 class TrainConfig:
     recipe: str = "small"  # where the defaults came from (pipeline.train.recipe); every field can be overridden
@@ -304,6 +307,11 @@ class TrainConfig:
     train_subset: int | None = None
     eval_subset: int | None = None
     loss: LossWeights = field(default_factory=LossWeights)
+    # How a token-pruning student trains (issue 19): "mask" keeps every token and masks the dropped ones out of
+    # attention (the paper); "delete" removes them, as inference does. mask_epochs: with delete, the first epochs
+    # mask (a warm-up for the prediction module).
+    token_pruning: str = "mask"
+    mask_epochs: int = 0
 
     @property
     def augment(self) -> bool:
@@ -326,7 +334,16 @@ class TrainConfig:
             raise ConfigError(f"unknown --loader '{self.loader}': choose one of {', '.join(LOADERS)}")
         if self.workers is not None and self.workers < 0:
             raise ConfigError(f"--workers must be 0 or more, got {self.workers}")
+        if self.token_pruning not in TOKEN_PRUNING:
+            raise ConfigError(f"unknown --token-pruning '{self.token_pruning}': choose one of {', '.join(TOKEN_PRUNING)}")
+        if self.mask_epochs < 0 or (self.mask_epochs and self.token_pruning != "delete"):
+            raise ConfigError(f"--mask-epochs {self.mask_epochs} sets the masked warm-up of --token-pruning delete: "
+                              "pass --token-pruning delete, or drop it")
         self.aug.validate()
+
+    def pruning_mode(self, epoch: int) -> str:
+        """How the student prunes in `epoch` (0-based): mask throughout, or delete after mask_epochs."""
+        return "mask" if self.token_pruning == "mask" or epoch < self.mask_epochs else "delete"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

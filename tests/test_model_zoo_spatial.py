@@ -252,7 +252,7 @@ def test_evaluate_refits_fashion_mnist_for_a_64x64_model(tmp_path: Path) -> None
     1x64x64 as training fitted them (it used to stop on a shape mismatch)."""
     torch.manual_seed(0)
     path = save_checkpoint(tmp_path / "cnn.pt", build_spatial(spatial_config("convnext-fmnist")).eval())
-    rc, out, err = dvit("evaluate", path, "--limit", "32", "--no-speed", "--json", tmp_path / "e.json")
+    rc, _, err = dvit("evaluate", path, "--limit", "32", "--no-speed", "--json", tmp_path / "e.json")
     assert rc == 0, err
     row = json.loads((tmp_path / "e.json").read_text())[0]
     assert 0 <= row["top1"] <= 100 and row["keep_ratio"] == 0.7

@@ -5,7 +5,7 @@ import argparse
 import os
 from typing import Any
 
-from ..config import AMP_MODES, AUGMENT_POLICIES, LOADERS, PRESETS, ModelConfig, model_config
+from ..config import AMP_MODES, AUGMENT_POLICIES, LOADERS, PRESETS, TOKEN_PRUNING, ModelConfig, model_config
 from ..errors import ConfigError
 from ..spatial.config import SPATIAL_PRESETS, SpatialConfig
 from .recipe import RECIPES, model_settings, spatial_note, train_config
@@ -96,6 +96,11 @@ def configure(p: argparse.ArgumentParser) -> None:
     o.add_argument("--accum-steps", type=int, help="micro-batches per optimiser step, when the global batch does not fit")
     o.add_argument("--amp", choices=AMP_MODES, help="mixed precision on CUDA (auto: bf16, fp16 where bf16 is missing; off on CPU)")
     o.add_argument("--seed", type=int)
+    o.add_argument("--token-pruning", choices=TOKEN_PRUNING,
+                   help="how a token-pruning student trains: mask (default; the paper: every token kept, dropped ones "
+                   "masked out of attention) or delete (dropped tokens removed, as at inference: cheaper steps); "
+                   "see README, 'Mask or delete while training'")
+    o.add_argument("--mask-epochs", type=int, help="with --token-pruning delete: mask for the first N epochs")
 
     a = p.add_argument_group("data and augmentation (recipe defaults)")
     a.add_argument("--loader", choices=LOADERS, help="in memory, streamed, or chosen by size (auto)")
@@ -140,7 +145,7 @@ OVERRIDES = ("epochs", "batch_size", "lr", "min_lr", "warmup_epochs", "weight_de
              "label_smoothing", "ema_decay", "accum_steps", "amp", "seed", "loader", "workers", "policy", "auto_augment",
              "color_jitter", "interpolation", "re_prob", "mixup", "cutmix", "mixup_prob", "mixup_switch_prob",
              "crop_pct", "normalization", "w_ce", "w_distill", "w_token", "w_ratio", "max_steps_per_epoch",
-             "train_subset", "eval_subset")
+             "train_subset", "eval_subset", "token_pruning", "mask_epochs")
 
 
 def overrides_of(args: argparse.Namespace) -> dict[str, Any]:

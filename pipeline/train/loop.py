@@ -117,6 +117,9 @@ def train(
     _check_out(out)
     if isinstance(model_cfg, SpatialConfig):
         _check_spatial_run(model_cfg, teacher_path, init_from, interpolate_pos_embed)
+        if cfg.token_pruning != "mask":
+            raise ConfigError(f"--token-pruning {cfg.token_pruning} removes tokens, and '{model_cfg.name}' keeps every "
+                              "position (spatial sparsification): drop it")
     if teacher_epochs is not None and (not student or teacher_path is not None):
         raise ConfigError("--teacher-epochs sets the epochs of the teacher a student trains for itself (no --teacher): "
                           "drop it")
@@ -273,6 +276,8 @@ def _train(model_cfg: AnyModelConfig, cfg: TrainConfig, out: Path, *, dd: Dist, 
     def classification(logits: Tensor, target: Tensor) -> Tensor:
         return ce_fn(logits, target) if ce_fn is not None else F.cross_entropy(logits, target, label_smoothing=cfg.label_smoothing)
 
+    epoch_now = [start_epoch]  # the epoch forward() runs in (its pruning mode: cfg.pruning_mode)
+
     def forward(xs: Tensor, target: Tensor, noise: list[Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         """One micro-batch's loss and its terms (detached) for the log."""
         if isinstance(model_cfg, SpatialConfig):
@@ -286,7 +291,9 @@ def _train(model_cfg: AnyModelConfig, cfg: TrainConfig, out: Path, *, dd: Dist, 
             return loss, {"total": loss.detach(), "ce": loss.detach()}
         with torch.no_grad():
             t_logits, t_tokens = teacher.forward_teacher(xs)
-        o = ddp_model(xs, [n.to(device) for n in noise])
+        mode = cfg.pruning_mode(epoch_now[0])
+        o = (ddp_model(xs, [n.to(device) for n in noise]) if mode == "mask"
+             else ddp_model(xs, [n.to(device) for n in noise], token_pruning=mode))
         lt = dynamicvit_loss(o, target, t_logits, t_tokens, model_cfg.stage_ratios, cfg.loss, ce=classification,
                              token_kind=model_cfg.token_distillation)
         terms = {k: v.detach() for k, v in vars(lt).items()}
@@ -297,6 +304,7 @@ def _train(model_cfg: AnyModelConfig, cfg: TrainConfig, out: Path, *, dd: Dist, 
     skipped_total = sum(int(h.get("skipped_images", 0)) for h in history)
     first_step: dict[str, float] = {}
     for epoch in range(start_epoch, end_epoch):
+        epoch_now[0] = epoch
         model.train()
         t0 = time.time()
         sums: dict[str, float] = {}
