@@ -7,6 +7,10 @@ and lay its outputs on the patch grid so the losses need no second code path.
 """
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+import pytest
 import torch
 
 from pipeline.config import LossWeights, model_config
@@ -90,7 +94,80 @@ def test_the_prediction_module_gets_a_gradient_in_delete_mode() -> None:
 
 
 def test_an_unknown_mode_is_refused() -> None:
-    import pytest
-
     with pytest.raises(ValueError, match="'mask' or 'delete'"):
         tiny()(torch.randn(1, 1, 28, 28), token_pruning="drop")
+
+
+# ---------------------------------------------------------------- dvit train --token-pruning
+def _train_cli(tmp_path: Path, name: str, *extra: str, nproc: int = 1, data: Path | None = None) -> Path:
+    from test_train import _torchrun
+
+    out = tmp_path / name
+    args = ["--mode", "student", "--model", "fmnist_tiny", "--keep-ratio", "0.7", "--epochs", "1", "--batch-size",
+            "32", "--max-steps-per-epoch", "3", "--eval-subset", "64", "--no-progress", "--seed", "3", "--threads", "1",
+            "--teacher", str(_teacher(tmp_path, 2 if data else 10)), "--out", str(out), *extra]
+    if data is not None:
+        args += ["--data", str(data), "--loader", "stream", "--workers", "1"]
+    else:
+        args += ["--train-subset", "256"]
+    r = _torchrun(args, nproc)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return out
+
+
+def _teacher(tmp_path: Path, classes: int) -> Path:
+    from pipeline.checkpoint import save_checkpoint
+
+    path = tmp_path / f"teacher{classes}.pt"
+    if not path.exists():
+        torch.manual_seed(0)
+        save_checkpoint(path, DynamicViT(model_config("fmnist_tiny", dense=True, num_classes=classes)))
+    return path
+
+
+def _state(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path / "model.pt", map_location="cpu", weights_only=False)["model"]  # type: ignore[no-any-return]
+
+
+def test_mask_is_the_default_and_bitwise_what_it_was(tmp_path: Path) -> None:
+    """--token-pruning mask and no flag: the same weights bit for bit after three steps of the embedded default's
+    student (the path the flag adds is not taken in mask mode); delete trains other weights."""
+    default, mask = _train_cli(tmp_path, "default"), _train_cli(tmp_path, "mask", "--token-pruning", "mask")
+    delete = _train_cli(tmp_path, "delete", "--token-pruning", "delete")
+    a, b, c = _state(default), _state(mask), _state(delete)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+    saved = torch.load(delete / "model.pt", map_location="cpu", weights_only=False)["train_config"]
+    assert saved["token_pruning"] == "delete" and saved["mask_epochs"] == 0
+
+
+def test_two_processes_on_streamed_data_give_one_process_first_step_loss_in_delete_mode(tmp_path: Path) -> None:
+    from train_data import write_image_tree
+
+    photos = tmp_path / "photos"
+    write_image_tree(photos, per_class=40, size=28)
+    firsts = []
+    for n in (1, 2):
+        out = _train_cli(tmp_path, f"w{n}", "--token-pruning", "delete", nproc=n, data=photos)
+        firsts.append(json.loads((out / "metrics.json").read_text())[0]["first_step"])
+    for term in ("total", "ce", "distill_kl", "distill_token", "ratio"):
+        assert firsts[1][term] == pytest.approx(firsts[0][term], rel=1e-5, abs=1e-6), term
+
+
+@pytest.mark.parametrize(("args", "expect"), [
+    (["--mask-epochs", "1"], "--mask-epochs 1 sets the masked warm-up of --token-pruning delete"),
+    (["--model", "convnext-fmnist", "--token-pruning", "delete"], "keeps every position"),
+])
+def test_bad_token_pruning_flags_are_one_line(tmp_path: Path, args: list[str], expect: str) -> None:
+    import subprocess
+    import sys
+
+    base = ["--mode", "student", "--model", "fmnist_tiny", "--epochs", "1", "--out", str(tmp_path / "o")]
+    if args[0] == "--model":
+        base = base[:2] + base[4:]
+    r = subprocess.run([sys.executable, "-m", "pipeline.cli", "train", *base, *args], capture_output=True, text=True,
+                       cwd=Path(__file__).resolve().parents[1], check=False)
+    assert r.returncode == 2, r.stderr[-1500:]
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("dvit train: error:") and expect in last, r.stderr[-1500:]
+    assert not (tmp_path / "o").exists()
