@@ -693,6 +693,20 @@ class SpatialRuns:
     train_official: tuple[Tensor, Tensor, list[Tensor]]
 
 
+def randomized_official(official: Any, name: str, args: argparse.Namespace, kwargs: dict[str, Any],
+                        cfg: Any) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """A spatial official model given seeded random weights (randomize_spatial_), in eval mode: its state dict and
+    the start of its result record."""
+    seed = args.seed * 1_000_003 + zlib.crc32(name.encode())
+    randomize_spatial_(official, seed, args.predictor_gain)
+    official.eval()
+    result: dict[str, Any] = {
+        "official_class": type(official).__name__, "official_kwargs": dict(kwargs), "our_config": cfg.to_dict(),
+        "img_size": cfg.img_size, "weights_seed": seed, "parameters": sum(p.numel() for p in official.parameters()),
+    }
+    return official.state_dict(), result
+
+
 def check_cnn(name: str, args: argparse.Namespace, root: Path, mod: types.ModuleType, log: Any) -> dict[str, Any]:
     """check_one for DynamicCNN, plus the dense teacher (ConvNeXt_Teacher, Facebook's layout) and the training
     forward on the same Gumbel draws (same seed: neither model draws anything else)."""
@@ -704,14 +718,7 @@ def check_cnn(name: str, args: argparse.Namespace, root: Path, mod: types.Module
     img = cfg.img_size
     t0 = time.perf_counter()
     official = mod.AdaConvNeXt(**kwargs)
-    seed = args.seed * 1_000_003 + zlib.crc32(name.encode())
-    randomize_spatial_(official, seed, args.predictor_gain)
-    official.eval()
-    sd = official.state_dict()
-    result: dict[str, Any] = {
-        "official_class": type(official).__name__, "official_kwargs": dict(kwargs), "our_config": cfg.to_dict(),
-        "img_size": img, "weights_seed": seed, "parameters": sum(p.numel() for p in official.parameters()),
-    }
+    sd, result = randomized_official(official, name, args, kwargs, cfg)
     with tempfile.TemporaryDirectory(prefix="parity-official-") as tmp:
         path = Path(tmp) / f"{name}.pth"
         torch.save({"model": sd}, path)
@@ -768,14 +775,7 @@ def check_swin(name: str, args: argparse.Namespace, root: Path, mod: types.Modul
         official = mod.AdaSwinTransformer(**kwargs)
         teacher = mod.SwinTransformer_Teacher(embed_dim=kwargs["embed_dim"], depths=kwargs["depths"],
                                               num_heads=kwargs["num_heads"], window_size=kwargs["window_size"])
-    seed = args.seed * 1_000_003 + zlib.crc32(name.encode())
-    randomize_spatial_(official, seed, args.predictor_gain)
-    official.eval()
-    sd = official.state_dict()
-    result: dict[str, Any] = {
-        "official_class": type(official).__name__, "official_kwargs": dict(kwargs), "our_config": cfg.to_dict(),
-        "img_size": img, "weights_seed": seed, "parameters": sum(p.numel() for p in official.parameters()),
-    }
+    sd, result = randomized_official(official, name, args, kwargs, cfg)
     preset = name
     if args.reduced:
         preset = cfg.name
