@@ -230,7 +230,7 @@ def _summary(d: dict[str, Any]) -> Raw:
         thr_parts.append(tag("p", f"\u2717 {label}", class_="bad"))
     thr = tag("div", join(thr_parts), class_="card " + ("pass" if ok else "fail"))
     tok = tag("div", join([
-        tag("h2", t.get("tokens_label", "Patch tokens per stage")),
+        tag("h2", h.get("tokens_label", "Patch tokens per stage")),
         tag("p", key("tokens", t["tokens"]), class_="big"),
         tag("p", "entering stage 0, then kept at each pruning point"),
     ]), class_="card")

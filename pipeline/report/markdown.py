@@ -42,7 +42,7 @@ def render(d: dict[str, Any]) -> str:
     th = h["thresholds"]
     failed = f"; failed: {', '.join(th['failed'])}" if th["failed"] else ""
     lines.append(f"- **Thresholds:** {t['thresholds']}{failed}.")
-    lines.append(f"- **{t.get('tokens_label', 'Patch tokens per stage')}:** {t['tokens']}.")
+    lines.append(f"- **{h.get('tokens_label', 'Patch tokens per stage')}:** {t['tokens']}.")
     lines.append("")
 
     lines += ["## Accuracy and top-1 agreement", ""]

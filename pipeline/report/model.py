@@ -117,9 +117,10 @@ def headline(rows: list[dict[str, Any]], lat: dict[str, Any] | None) -> dict[str
             "no dense run" if lat and any(c["pruned"] for c in lat["comparisons"]) else "not measured"),
         "thresholds": f"{t['passed']} of {t['total']} pass",
         "tokens": " \u2192 ".join(str(x) for x in _tokens_path(first)),
-        "tokens_label": TOKENS_LABEL.get(str((first["graph_set"].get("config") or {}).get("family")),
-                                         "Patch tokens per stage"),
     }
+    # what the tokens figure counts (a caption, not a figure: not in h["text"], whose values the page keys)
+    h["tokens_label"] = TOKENS_LABEL.get(str((first["graph_set"].get("config") or {}).get("family")),
+                                         "Patch tokens per stage")
     flops = lt["flops_ratio"] if lt else next((f["flops"]["ratio"] for f in (lat or {}).get("files", [])
                                                 if f["flops"] and f["flops"].get("ratio") is not None), None)
     if flops is not None:
