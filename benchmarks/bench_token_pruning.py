@@ -33,6 +33,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
 FORMAT = "dvit-edge/bench-token-pruning/v1"
 MODES = ("mask", "delete")
@@ -252,6 +253,9 @@ def main(argv: list[str] | None = None) -> int:
         result["embedded"] = embedded([int(s) for s in a.seeds.split(",") if s], modes, a.epochs, work)
     if a.part in ("all", "deit-s"):
         result["deit_s"] = deit_s(a.steps, a.batch, modes)
+    from bench_tradeoff import repo_relative
+
+    result = repo_relative(result)  # results name the run's files, not the machine they were measured on
     out = Path(a.out)
     out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     out.with_suffix(".md").write_text(markdown(result))
