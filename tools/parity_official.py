@@ -591,32 +591,24 @@ def check_one(name: str, args: argparse.Namespace, root: Path, mods: tuple[types
 # ---------------------------------------------------------------------------------------------------------------
 # DynamicCNN (ConvNeXt) and DynamicSwin: spatial sparsification
 # ---------------------------------------------------------------------------------------------------------------
-def cnn_spec(name: str, rho: float, reduced: bool) -> tuple[dict[str, Any], Any]:
-    """The official AdaConvNeXt kwargs (sparse_ratio [rho, rho - 0.2, rho - 0.4], as infer.py's KEEP_RATE2) and
-    our SpatialConfig for them."""
+# What infer.py passes AdaSwinTransformer beside SWIN_BUILD (drop_path_rate 0.0: see the module docstring).
+SWIN_FIXED: dict[str, Any] = {"window_size": 7, "drop_rate": 0.0, "drop_path_rate": 0.0}
+
+
+def spatial_spec(name: str, rho: float, reduced: bool) -> tuple[dict[str, Any], Any]:
+    """The official AdaConvNeXt or AdaSwinTransformer kwargs (sparse_ratio [rho, rho - 0.2, rho - 0.4], as infer.py's
+    KEEP_RATE2) and our SpatialConfig for them (--reduced: named '<name>-parity-reduced'; the Swin check registers it
+    as a preset while it runs)."""
     from pipeline.spatial.config import spatial_config
 
-    kwargs: dict[str, Any] = dict(CNN_BUILD[name], sparse_ratio=[rho, rho - 0.2, rho - 0.4])
+    swin = name in SWIN_BUILD
+    build, depths = (({**SWIN_BUILD[name], **SWIN_FIXED}, SWIN_REDUCED_DEPTHS) if swin
+                     else (CNN_BUILD[name], CNN_REDUCED_DEPTHS))
+    kwargs: dict[str, Any] = dict(build, sparse_ratio=[rho, rho - 0.2, rho - 0.4])
     cfg = spatial_config(name, keep_ratio=rho)
     if reduced:
-        kwargs.update(depths=list(CNN_REDUCED_DEPTHS), pruning_loc=list(REDUCED_PRUNING_LOC))
-        cfg = cfg.replace(name=f"{name}-parity-reduced", depths=tuple(CNN_REDUCED_DEPTHS),
-                          pruning_loc=tuple(REDUCED_PRUNING_LOC))
-    return kwargs, cfg
-
-
-def swin_spec(name: str, rho: float, reduced: bool) -> tuple[dict[str, Any], Any]:
-    """The official AdaSwinTransformer kwargs (infer.py's, with drop_path_rate 0.0: see the module docstring) and
-    our SpatialConfig for them (--reduced: named '<name>-parity-reduced', registered as a preset while it runs)."""
-    from pipeline.spatial.config import spatial_config
-
-    kwargs: dict[str, Any] = dict(SWIN_BUILD[name], window_size=7, drop_rate=0.0, drop_path_rate=0.0,
-                                  sparse_ratio=[rho, rho - 0.2, rho - 0.4])
-    cfg = spatial_config(name, keep_ratio=rho)
-    if reduced:
-        kwargs.update(depths=list(SWIN_REDUCED_DEPTHS), pruning_loc=list(REDUCED_PRUNING_LOC))
-        cfg = cfg.replace(name=f"{name}-parity-reduced", depths=tuple(SWIN_REDUCED_DEPTHS),
-                          pruning_loc=tuple(REDUCED_PRUNING_LOC))
+        kwargs.update(depths=list(depths), pruning_loc=list(REDUCED_PRUNING_LOC))
+        cfg = cfg.replace(name=f"{name}-parity-reduced", depths=tuple(depths), pruning_loc=tuple(REDUCED_PRUNING_LOC))
     return kwargs, cfg
 
 
@@ -714,7 +706,7 @@ def check_cnn(name: str, args: argparse.Namespace, root: Path, mod: types.Module
     from pipeline.spatial.convnext import load_dynamic_cnn
 
     rho = args.keep_ratio
-    kwargs, cfg = cnn_spec(name, rho, args.reduced)
+    kwargs, cfg = spatial_spec(name, rho, args.reduced)
     img = cfg.img_size
     t0 = time.perf_counter()
     official = mod.AdaConvNeXt(**kwargs)
@@ -767,7 +759,7 @@ def check_swin(name: str, args: argparse.Namespace, root: Path, mod: types.Modul
     from pipeline.spatial.config import SPATIAL_PRESETS
 
     rho = args.keep_ratio
-    kwargs, cfg = swin_spec(name, rho, args.reduced)
+    kwargs, cfg = spatial_spec(name, rho, args.reduced)
     img = cfg.img_size
     t0 = time.perf_counter()
     with warnings.catch_warnings():  # torch.meshgrid without indexing= in WindowAttention
