@@ -699,10 +699,35 @@ def randomized_official(official: Any, name: str, args: argparse.Namespace, kwar
     return official.state_dict(), result
 
 
+def load_ours(name: str, sd: dict[str, Tensor], teacher: nn.Module, result: dict[str, Any],
+              load_student: Any, load_dense: Any) -> tuple[Any, Any, int] | None:
+    """The official state dict `sd` saved in the release format and loaded by our `load_student`, then the official
+    dense `teacher` given the keys of `sd` it has, saved alike and loaded by our `load_dense`: (ours, our teacher,
+    the teacher's key count). Records the key comparison in `result`; None (and load_error) when our loader
+    refuses the file."""
+    from pipeline.errors import CheckpointError
+
+    with tempfile.TemporaryDirectory(prefix="parity-official-") as tmp:
+        path = Path(tmp) / f"{name}.pth"
+        torch.save({"model": sd}, path)
+        try:
+            ours = load_student(path)
+        except CheckpointError as e:
+            result.update(load_error=str(e), match=False, missing_keys=[], unexpected_keys=[])
+            return None
+        own = ours.state_dict()
+        result.update(missing_keys=sorted(set(own) - set(sd)), unexpected_keys=sorted(set(sd) - set(own)),
+                      state_dict_keys=len(sd))
+        tsd = {k: v for k, v in sd.items() if k in teacher.state_dict()}
+        teacher.load_state_dict(tsd)
+        teacher.eval()
+        torch.save({"model": tsd}, path)
+        return ours, load_dense(path), len(tsd)
+
+
 def check_cnn(name: str, args: argparse.Namespace, root: Path, mod: types.ModuleType, log: Any) -> dict[str, Any]:
     """check_one for DynamicCNN, plus the dense teacher (ConvNeXt_Teacher, Facebook's layout) and the training
     forward on the same Gumbel draws (same seed: neither model draws anything else)."""
-    from pipeline.errors import CheckpointError
     from pipeline.spatial.convnext import load_dynamic_cnn
 
     rho = args.keep_ratio
@@ -711,23 +736,12 @@ def check_cnn(name: str, args: argparse.Namespace, root: Path, mod: types.Module
     t0 = time.perf_counter()
     official = mod.AdaConvNeXt(**kwargs)
     sd, result = randomized_official(official, name, args, kwargs, cfg)
-    with tempfile.TemporaryDirectory(prefix="parity-official-") as tmp:
-        path = Path(tmp) / f"{name}.pth"
-        torch.save({"model": sd}, path)
-        try:
-            ours = load_dynamic_cnn(path, cfg)
-        except CheckpointError as e:
-            result.update(load_error=str(e), match=False, missing_keys=[], unexpected_keys=[])
-            return result
-        own = ours.state_dict()
-        result.update(missing_keys=sorted(set(own) - set(sd)), unexpected_keys=sorted(set(sd) - set(own)),
-                      state_dict_keys=len(sd))
-        teacher = mod.ConvNeXt_Teacher(depths=kwargs["depths"], dims=kwargs["dims"])
-        tsd = {k: v for k, v in sd.items() if k in teacher.state_dict()}
-        teacher.load_state_dict(tsd)
-        teacher.eval()
-        torch.save({"model": tsd}, path)
-        our_teacher = load_dynamic_cnn(path, cfg.as_dense())
+    teacher = mod.ConvNeXt_Teacher(depths=kwargs["depths"], dims=kwargs["dims"])
+    loaded = load_ours(name, sd, teacher, result, lambda path: load_dynamic_cnn(path, cfg),
+                       lambda path: load_dynamic_cnn(path, cfg.as_dense()))
+    if loaded is None:
+        return result
+    ours, our_teacher, n_teacher_keys = loaded
     images = torch.randn(args.images, 3, img, img, generator=torch.Generator().manual_seed(args.seed))
     real, real_files = real_images(root, args.real_images, img)
     batch = torch.cat([images, real])
@@ -743,7 +757,7 @@ def check_cnn(name: str, args: argparse.Namespace, root: Path, mod: types.Module
     torch.manual_seed(args.seed + 1)
     our_train = ours(batch)
     result["seconds"] = round(time.perf_counter() - t0, 1)
-    runs = SpatialRuns(our, off, (t_ours[0], t_ours[1]), (t_off[0], t_off[1]), len(tsd),
+    runs = SpatialRuns(our, off, (t_ours[0], t_ours[1]), (t_off[0], t_off[1]), n_teacher_keys,
                        (our_train.logits, our_train.featmap, our_train.decisions),
                        (off_train[0], off_train[1], off_train[2]))
     return check_spatial_result(name, args, result, runs, len(real_files), log)
@@ -755,7 +769,6 @@ def check_swin(name: str, args: argparse.Namespace, root: Path, mod: types.Modul
     and fast paths, and the training forward on the official Gumbel draws (recorded, passed as gumbel_noise). The
     official eval runs in official_eval_batches (never a batch of 2), and ours in the same batches."""
     from pipeline.checkpoint import load_model
-    from pipeline.errors import CheckpointError
     from pipeline.spatial.config import SPATIAL_PRESETS
 
     rho = args.keep_ratio
@@ -773,25 +786,14 @@ def check_swin(name: str, args: argparse.Namespace, root: Path, mod: types.Modul
         preset = cfg.name
         SPATIAL_PRESETS[preset] = cfg
     try:
-        with tempfile.TemporaryDirectory(prefix="parity-official-") as tmp:
-            path = Path(tmp) / f"{name}.pth"
-            torch.save({"model": sd}, path)
-            try:
-                ours = load_model(path, preset=preset, keep_ratio=rho)
-            except CheckpointError as e:
-                result.update(load_error=str(e), match=False, missing_keys=[], unexpected_keys=[])
-                return result
-            own = ours.state_dict()
-            result.update(missing_keys=sorted(set(own) - set(sd)), unexpected_keys=sorted(set(sd) - set(own)),
-                          state_dict_keys=len(sd))
-            tsd = {k: v for k, v in sd.items() if k in teacher.state_dict()}
-            teacher.load_state_dict(tsd)
-            teacher.eval()
-            torch.save({"model": tsd}, path)
-            our_teacher = load_model(path, preset=preset)
+        loaded = load_ours(name, sd, teacher, result, lambda path: load_model(path, preset=preset, keep_ratio=rho),
+                           lambda path: load_model(path, preset=preset))
     finally:
         if args.reduced:
             SPATIAL_PRESETS.pop(preset, None)
+    if loaded is None:
+        return result
+    ours, our_teacher, n_teacher_keys = loaded
     if not our_teacher.cfg.is_dense:
         raise RuntimeError(f"our loader read the teacher file (no predictors) as a sparse {our_teacher.cfg.name}")
     ours.eval()
@@ -818,7 +820,7 @@ def check_swin(name: str, args: argparse.Namespace, root: Path, mod: types.Modul
     official.eval()
     ours.eval()
     result["seconds"] = round(time.perf_counter() - t0, 1)
-    runs = SpatialRuns(our, off, (t_ours[0], t_ours[1]), (t_off[0], t_off[1]), len(tsd),
+    runs = SpatialRuns(our, off, (t_ours[0], t_ours[1]), (t_off[0], t_off[1]), n_teacher_keys,
                        (our_train.logits, our_train.tokens, our_train.decisions),
                        (off_train[0], off_train[1], off_train[2]))
     return check_spatial_result(name, args, result, runs, len(real_files), log,
