@@ -100,14 +100,18 @@ def test_utils_shim_records_and_selects():
     assert parity.RECORDER.calls is None  # recording stops with the block
 
 
-def test_convnext_names_need_dyconvnext_in_one_line(tmp_path):
+@pytest.mark.parametrize(("model", "present", "missing"), [
+    ("convnext-t", ("dyvit.py", "dylvvit.py"), "dyconvnext.py"),
+    ("swin-t", ("dyvit.py", "dylvvit.py", "dyconvnext.py"), "dyswin.py"),
+])
+def test_spatial_names_need_their_official_file_in_one_line(tmp_path, model, present, missing):
     (tmp_path / "models").mkdir()
-    for f in ("dyvit.py", "dylvvit.py"):
+    for f in present:
         (tmp_path / "models" / f).write_text("# stub\n")
-    r = run_tool("--official", str(tmp_path), "--models", "convnext-t")
+    r = run_tool("--official", str(tmp_path), "--models", model)
     assert r.returncode == 2 and r.stdout == ""
     lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and "models/dyconvnext.py" in lines[0] and "--models" in lines[0], r.stderr
+    assert len(lines) == 1 and f"models/{missing}" in lines[0] and "--models" in lines[0], r.stderr
 
 
 def test_batch_index_fill_by_hand():
@@ -116,16 +120,6 @@ def test_batch_index_fill_by_hand():
     x2 = torch.tensor([[[3.0, 3.0], [4.0, 4.0]]])
     out = parity.batch_index_fill(x, x1, x2, torch.tensor([[2, 0]]), torch.tensor([[3, 1]]))
     assert out.tolist() == [[[2.0, 2.0], [4.0, 4.0], [1.0, 1.0], [3.0, 3.0]]]
-
-
-def test_swin_names_need_dyswin_in_one_line(tmp_path):
-    (tmp_path / "models").mkdir()
-    for f in ("dyvit.py", "dylvvit.py", "dyconvnext.py"):
-        (tmp_path / "models" / f).write_text("# stub\n")
-    r = run_tool("--official", str(tmp_path), "--models", "swin-t")
-    assert r.returncode == 2 and r.stdout == ""
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and "models/dyswin.py" in lines[0] and "--models" in lines[0], r.stderr
 
 
 def test_official_swin_eval_never_gets_a_batch_of_two():
