@@ -319,23 +319,24 @@ def init_from_pretrained(model: DynamicViT, path: str | os.PathLike[str], *, int
     return missing
 
 
-def check_family(have: str, cfg: ModelConfig, source: str, role: str) -> None:
-    """One line when weights of one family (DeiT, LV-ViT) are given for a model of the other: their layers differ
-    throughout, so no filter maps one onto the other."""
-    from .config import FAMILY_NAMES
+def check_family(have: str, cfg: Any, source: str, role: str) -> None:
+    """One line when weights of one family (DeiT, LV-ViT, ConvNeXt, Swin) are given for a model of another: their
+    layers differ throughout, so no filter maps one onto the other. `cfg`: a ModelConfig or a SpatialConfig."""
+    from .config import LAYOUT_NAMES
 
     if have == cfg.family:
         return
-    a, b = FAMILY_NAMES.get(have, have), FAMILY_NAMES.get(cfg.family, cfg.family)
+    a, b = LAYOUT_NAMES.get(have, have), LAYOUT_NAMES.get(cfg.family, cfg.family)
     fix = ("or drop --teacher to train a dense teacher of the student's architecture first" if role == "--teacher"
            else "or drop --init-from")
     raise CheckpointError(
-        f"{source} holds {_article(a)} {a} model and '{cfg.name}' is {_article(b)} {b} model: pass {role} with "
-        f"{_article(b)} {b} checkpoint of the same architecture, {fix}"
+        f"{source} holds {article(a)} {a} model and '{cfg.name}' is {article(b)} {b} model: pass {role} with "
+        f"{article(b)} {b} checkpoint of the same architecture, {fix}"
     )
 
 
-def _article(word: str) -> str:
+def article(word: str) -> str:
+    """'a' or 'an' before a family's name."""
     return "an" if word[:1].upper() in "AEIOU" or word.startswith("LV") else "a"
 
 

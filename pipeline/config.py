@@ -153,6 +153,8 @@ class ModelConfig:
 
 FAMILIES = ("deit", "lvvit")
 FAMILY_NAMES = {"deit": "DeiT", "lvvit": "LV-ViT", "convnext": "ConvNeXt", "swin": "Swin"}
+# What key names may say a foreign file is beside the families (spatial/swin.checkpoint_architecture).
+LAYOUT_NAMES = {**FAMILY_NAMES, "swinv2": "Swin V2", "vit": "ViT/DeiT", "unknown": "unrecognised"}
 
 # Presets. The DeiT ones are the paper's setting (ImageNet, 224x224, 196 tokens, pruning before blocks 3/6/9).
 # fmnist_tiny is sized for the embedded default on a 2-core CPU: 28x28 grey images in 4x4 patches give a

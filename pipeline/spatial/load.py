@@ -36,9 +36,13 @@ def foreign_spatial_config(sd: dict[str, torch.Tensor], preset: str, keep_ratio:
     base = SPATIAL_PRESETS[preset]
     sparse = convnext_sparse_key if base.family == "convnext" else swin_sparse_key
     dense = not any(sparse(k) for k in sd)
+    return spatial_config(preset, keep_ratio=keep_ratio, num_classes=head_classes(sd), dense=dense)
+
+
+def head_classes(sd: dict[str, torch.Tensor]) -> int | None:
+    """Rows of the classifier (timm's ConvNeXt and Swin call it head.fc)."""
     head = sd.get("head.weight", sd.get("head.fc.weight"))
-    classes = int(head.shape[0]) if head is not None and head.ndim == 2 else None
-    return spatial_config(preset, keep_ratio=keep_ratio, num_classes=classes, dense=dense)
+    return int(head.shape[0]) if head is not None and head.ndim == 2 else None
 
 
 def load_spatial(

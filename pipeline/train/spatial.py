@@ -24,19 +24,16 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..checkpoint import extract_state_dict, is_ours, load_weights, read_checkpoint
-from ..config import TrainConfig
+from ..checkpoint import article, check_family, extract_state_dict, is_ours, load_weights, read_checkpoint
+from ..config import FAMILY_NAMES, TrainConfig
 from ..errors import CheckpointError, ConfigError
 from ..spatial.config import SpatialConfig, spatial_config
 from ..spatial.convnext import CNNTrainOutput, check_convnext_config, load_dynamic_cnn
 from ..spatial.convnext import is_sparse_key as convnext_sparse_key
-from ..spatial.load import SpatialModel, build_spatial
+from ..spatial.load import SpatialModel, build_spatial, head_classes
 from ..spatial.losses import spatial_distill_loss
 from ..spatial.swin import DynamicSwin, check_swin_config, checkpoint_architecture, load_dynamic_swin
 from ..spatial.swin import is_sparse_key as swin_sparse_key
-
-FAMILY_WORDS = {"convnext": "ConvNeXt", "swin": "Swin", "swinv2": "Swin V2", "deit": "DeiT", "lvvit": "LV-ViT",
-                "vit": "ViT/DeiT", "unknown": "unrecognised"}
 
 
 def spatial_model_config(name: str, *, dense: bool, keep_ratio: float | None, pruning_loc: tuple[int, ...] | None,
@@ -87,32 +84,12 @@ def file_family(obj: dict[str, Any], sd: dict[str, Tensor]) -> str:
     return "swin" if arch == "swin-timm" else arch
 
 
-def head_classes(sd: dict[str, Tensor]) -> int | None:
-    """Rows of the classifier (timm's ConvNeXt and Swin call it head.fc)."""
-    head = sd.get("head.weight", sd.get("head.fc.weight"))
-    return int(head.shape[0]) if head is not None and head.ndim == 2 else None
-
-
 def stem_channels(sd: dict[str, Tensor]) -> int | None:
     """Input channels of the first convolution: ConvNeXt's stem (official or timm) or Swin's patch embedding."""
     for k in ("downsample_layers.0.0.weight", "stem.0.weight", "patch_embed.proj.weight"):
         if k in sd and sd[k].ndim == 4:
             return int(sd[k].shape[1])
     return None
-
-
-def _article(word: str) -> str:
-    return "an" if word[:1].upper() in "AEIOU" or word.startswith("LV") else "a"
-
-
-def check_family(family: str, cfg: SpatialConfig, source: str, role: str) -> None:
-    """One line when a file of another family is given for a spatial model: no layer of one maps onto the other."""
-    if family == cfg.family:
-        return
-    have, want = FAMILY_WORDS.get(family, family), FAMILY_WORDS[cfg.family]
-    fix = "or drop --teacher to train one first" if role == "--teacher" else "or drop --init-from"
-    raise CheckpointError(f"{source} holds {_article(have)} {have} model and '{cfg.name}' is {_article(want)} {want} "
-                          f"model: pass {role} with {_article(want)} {want} checkpoint of the same architecture, {fix}")
 
 
 def check_input(sd: dict[str, Tensor], cfg: SpatialConfig, source: str, role: str) -> None:
@@ -170,9 +147,9 @@ def load_spatial_teacher(path: str | os.PathLike[str], student: SpatialConfig) -
 def check_init_spec(spec: str, cfg: SpatialConfig) -> None:
     """timm:<model> names timm's ViT weights (checkpoint.timm_pretrained_state_dict): refused for a spatial model."""
     if spec.startswith("timm:"):
-        family = FAMILY_WORDS[cfg.family]
-        raise ConfigError(f"--init-from timm:<model> fetches ViT weights, and '{cfg.name}' is {_article(family)} "
-                          f"{family} model: pass {_article(family)} {family} checkpoint file, or drop --init-from")
+        family = FAMILY_NAMES[cfg.family]
+        raise ConfigError(f"--init-from timm:<model> fetches ViT weights, and '{cfg.name}' is {article(family)} "
+                          f"{family} model: pass {article(family)} {family} checkpoint file, or drop --init-from")
 
 
 def init_spatial_from(model: SpatialModel, spec: str, notes: list[str]) -> None:
