@@ -132,12 +132,10 @@ def build_pair(cfg: Any) -> tuple[Any, Any]:
 
     torch.manual_seed(SEED)
     if cfg.family in SPATIAL_FAMILIES:
-        from pipeline.spatial.convnext import is_sparse_key as convnext_sparse_key
-        from pipeline.spatial.load import build_spatial
-        from pipeline.spatial.swin import is_sparse_key as swin_sparse_key
+        from pipeline.spatial.load import build_spatial, sparse_key_of
 
         student, dense = build_spatial(cfg).eval(), build_spatial(cfg.as_dense()).eval()
-        own = convnext_sparse_key if cfg.family == "convnext" else swin_sparse_key
+        own = sparse_key_of(cfg.family)
     else:
         from pipeline.model import DynamicViT
 

@@ -8,6 +8,7 @@ from their head and dense when they hold no predictors.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -26,6 +27,16 @@ def build_spatial(cfg: SpatialConfig) -> SpatialModel:
     return DynamicCNN(cfg) if cfg.family == "convnext" else DynamicSwin(cfg)
 
 
+def family_loader(family: str) -> Callable[..., SpatialModel]:
+    """The file loader of a family: load_dynamic_cnn or load_dynamic_swin (path, cfg, from_dense=...)."""
+    return load_dynamic_cnn if family == "convnext" else load_dynamic_swin
+
+
+def sparse_key_of(family: str) -> Callable[[str], bool]:
+    """Whether a state-dict key is one only the sparse model has (predictors, fast paths), for a family."""
+    return convnext_sparse_key if family == "convnext" else swin_sparse_key
+
+
 def is_spatial_name(name: str | None) -> bool:
     return name is not None and name in SPATIAL_PRESETS
 
@@ -34,7 +45,7 @@ def foreign_spatial_config(sd: dict[str, torch.Tensor], preset: str, keep_ratio:
     """The configuration of an official release or dense teacher named by its preset: dense without predictors,
     classes from its head (timm's ConvNeXt calls it head.fc)."""
     base = SPATIAL_PRESETS[preset]
-    sparse = convnext_sparse_key if base.family == "convnext" else swin_sparse_key
+    sparse = sparse_key_of(base.family)
     dense = not any(sparse(k) for k in sd)
     return spatial_config(preset, keep_ratio=keep_ratio, num_classes=head_classes(sd), dense=dense)
 
@@ -76,8 +87,7 @@ def load_spatial(
     else:
         raise CheckpointError(f"{path} is not a dvit-edge checkpoint (no model config inside): name its architecture "
                               "with --model (e.g. --model convnext-t --keep-ratio 0.7 for an official DynamicCNN release)")
-    loader = load_dynamic_cnn if cfg.family == "convnext" else load_dynamic_swin
-    return loader(path, cfg).eval()
+    return family_loader(cfg.family)(path, cfg).eval()
 
 
 def _arch(cfg: SpatialConfig) -> dict[str, Any]:

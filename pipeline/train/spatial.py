@@ -28,12 +28,10 @@ from ..checkpoint import article, check_family, extract_state_dict, is_ours, loa
 from ..config import FAMILY_NAMES, TrainConfig
 from ..errors import CheckpointError, ConfigError
 from ..spatial.config import SpatialConfig, spatial_config
-from ..spatial.convnext import CNNTrainOutput, check_convnext_config, load_dynamic_cnn
-from ..spatial.convnext import is_sparse_key as convnext_sparse_key
-from ..spatial.load import SpatialModel, build_spatial, head_classes
+from ..spatial.convnext import CNNTrainOutput, check_convnext_config
+from ..spatial.load import SpatialModel, build_spatial, family_loader, head_classes, sparse_key_of
 from ..spatial.losses import spatial_distill_loss
-from ..spatial.swin import DynamicSwin, check_swin_config, checkpoint_architecture, load_dynamic_swin
-from ..spatial.swin import is_sparse_key as swin_sparse_key
+from ..spatial.swin import DynamicSwin, check_swin_config, checkpoint_architecture
 
 
 def spatial_model_config(name: str, *, dense: bool, keep_ratio: float | None, pruning_loc: tuple[int, ...] | None,
@@ -68,14 +66,6 @@ def check_buildable(cfg: SpatialConfig) -> None:
 
 
 # ---- checkpoints: the teacher and --init-from ----
-def _loader(cfg: SpatialConfig) -> Any:
-    return load_dynamic_cnn if cfg.family == "convnext" else load_dynamic_swin
-
-
-def _sparse_key(cfg: SpatialConfig) -> Any:
-    return convnext_sparse_key if cfg.family == "convnext" else swin_sparse_key
-
-
 def file_family(obj: dict[str, Any], sd: dict[str, Tensor]) -> str:
     """convnext, swin, swinv2, deit, lvvit, vit or unknown: what our file's config says, else its key names."""
     if is_ours(obj):
@@ -140,7 +130,7 @@ def load_spatial_teacher(path: str | os.PathLike[str], student: SpatialConfig) -
     """The dense teacher a spatial student distils from, in eval mode: ours, or an official release (Facebook
     ConvNeXt, Microsoft Swin, timm); the loaders refuse, one line, what the checks above cannot see."""
     check_spatial_teacher(path, student)
-    model: SpatialModel = _loader(student)(path, student.as_dense())
+    model: SpatialModel = family_loader(student.family)(path, student.as_dense())
     return model.eval()
 
 
@@ -164,10 +154,10 @@ def init_spatial_from(model: SpatialModel, spec: str, notes: list[str]) -> None:
     check_family(file_family(obj, sd), cfg, source, "--init-from")
     check_input(sd, cfg, source, "--init-from")
     classes = head_classes(sd) or cfg.num_classes
-    sparse = _sparse_key(cfg)
+    sparse = sparse_key_of(cfg.family)
     file_sparse = any(sparse(k) for k in sd)
     # The loaders check layout, architecture and buffers, one line each; a dense file may start a sparse model.
-    state = _loader(cfg)(spec, cfg.replace(num_classes=classes), from_dense=True).state_dict()
+    state = family_loader(cfg.family)(spec, cfg.replace(num_classes=classes), from_dense=True).state_dict()
     fresh = {k for k in state if k.startswith("head.")} if classes != cfg.num_classes else set()
     if not file_sparse:
         fresh |= {k for k in state if sparse(k)}
@@ -182,7 +172,7 @@ def init_spatial_from(model: SpatialModel, spec: str, notes: list[str]) -> None:
 def start_from_teacher(model: SpatialModel, teacher: SpatialModel) -> None:
     """The student takes every weight of its dense teacher (official main.py loads the teacher's file into both);
     only the new modules keep their initialisation."""
-    sparse = _sparse_key(model.cfg)
+    sparse = sparse_key_of(model.cfg.family)
     load_weights(model, teacher.state_dict(), allow_missing=tuple(k for k in model.state_dict() if sparse(k)),
                  source="the teacher")
 
@@ -190,7 +180,7 @@ def start_from_teacher(model: SpatialModel, teacher: SpatialModel) -> None:
 # ---- optimiser ----
 def spatial_param_groups(model: SpatialModel, cfg: TrainConfig, student: bool) -> list[dict[str, Any]]:
     """AdamW groups as the module docstring says: (new modules | backbone) x (decay | none)."""
-    sparse = _sparse_key(model.cfg)
+    sparse = sparse_key_of(model.cfg.family)
     keywords = model.no_weight_decay_keywords() if isinstance(model, DynamicSwin) and not student else set()
     groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
     for name, p in model.named_parameters():
