@@ -375,7 +375,8 @@ class DynamicViT(nn.Module):
                 order = torch.sort(log_probs[:, :, 0] + noise[:, :, 0] - log_probs[:, :, 1] - noise[:, :, 1],
                                    dim=1, descending=True, stable=True).indices[:, :k]
                 kept = torch.gather(x[:, 1:], 1, order.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
-                gate = 1.0 + (torch.gather(soft, 1, order) - torch.gather(soft, 1, order).detach()).unsqueeze(-1)
+                kept_soft = torch.gather(soft, 1, order)
+                gate = 1.0 + (kept_soft - kept_soft.detach()).unsqueeze(-1)
                 x = torch.cat([x[:, :1], kept * gate], dim=1)
                 ids = torch.gather(ids, 1, order)
             x = self.run_blocks(x, start, end)
