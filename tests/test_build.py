@@ -328,7 +328,7 @@ def test_timing_cache_is_written_under_the_lock_and_read_back(sets: dict[str, Pa
     from dataclasses import replace
 
     from pipeline.backend import tensorrt as trt_backend
-    from pipeline.build import _Builder
+    from pipeline.build import _Builder, placement
     from pipeline.build.cache import LOCK_NAME
 
     b = trt_backend.load("tensorrt-rtx")
@@ -339,7 +339,8 @@ def test_timing_cache_is_written_under_the_lock_and_read_back(sets: dict[str, Pa
     src = GraphSet.load(sets["fp32"])
     path = cache.timing_cache_path(b.name, b.version, list(tgt.compute_capabilities))
     for i in (0, 1):  # two graphs: each run builds (a reused engine leaves the timing cache alone)
-        builder = _Builder(forced, tgt, settings, list(tgt.compute_capabilities), cache, None, (False, "no GPU"), [])
+        builder = _Builder(forced, tgt, settings, list(tgt.compute_capabilities), cache, None, (False, "no GPU"), [],
+                           placement.plan(src, [1], None))
         assert builder.timing is not None and not any("timing cache" in n for n in builder.notes)
         (tmp_path / f"run{i}").mkdir()
         entry = builder.engine(src, src.batch(1).stages[i], tmp_path / f"run{i}")

@@ -257,10 +257,10 @@ class _Builder:
 
     def __init__(self, b: Backend, target: Target, settings: BuildSettings, ccs: list[int], cache: EngineCache | None,
                  lib: plugins.PluginLibrary | None, gpu: tuple[bool, str], notes: list[str],
-                 placements: dict[tuple[int, str], Placement] | None = None) -> None:
+                 placements: dict[tuple[int, str], Placement]) -> None:
         self.b, self.target, self.settings, self.ccs, self.cache, self.lib, self.gpu = (
             b, target, settings, ccs, cache, lib, gpu)
-        self.placements = dict(placements or {})
+        self.placements = placements
         self.builder: trt.Builder = create_builder(b)
         self.notes: set[str] = set(notes)
         if note := timing_cache_note(b):
@@ -277,7 +277,7 @@ class _Builder:
         rel_layers = f"b{e.batch}/{e.name}.layers.json"
         plan = tmp / rel
         plan.parent.mkdir(parents=True, exist_ok=True)
-        where = self.placement_of(src, e)
+        where = self.placements[(e.batch, e.name)]  # build_engines planned every graph it builds
         network: trt.INetworkDefinition = create_network(b, self.builder)
         parser: trt.OnnxParser = parse_onnx(b, network, e.path, "ERROR")  # owns the weights until the build is done
         config: trt.IBuilderConfig = self.builder.create_builder_config()
@@ -326,15 +326,6 @@ class _Builder:
             build_seconds=round(seconds, 3), cache={"status": status, "key": key},
             layers=file_entry(tmp, rel_layers), layer_summary=_short(report["summary"]), notes=notes,
         )
-
-    def placement_of(self, src: GraphSet, e: GraphEntry) -> Placement:
-        """Where graph `e`'s engine runs: as planned by build_engines, else by the same rule from this builder's
-        settings."""
-        if (e.batch, e.name) not in self.placements:
-            dla = placement.request(self.settings.dla_core, self.target)
-            self.placements[(e.batch, e.name)] = placement.place(
-                e.role, e.path, placement.graph_precisions(src, e), dla)
-        return self.placements[(e.batch, e.name)]
 
     # ------------------------------------------------------------------------------------------ timing cache
     def _open_timing_cache(self) -> None:
