@@ -2,20 +2,16 @@
 JSON is complete. No speed threshold is asserted: figures belong to `make bench`."""
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
+
+from script_module import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def test_loader_bench_json(tmp_path: Path) -> None:
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("bench_loader", REPO / "benchmarks" / "bench_loader.py")
-    assert spec and spec.loader
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_script("benchmarks/bench_loader.py")
     out = tmp_path / "loader.json"
     assert bench.main(["--quick", "--out", str(out)]) == 0
     r = json.loads(out.read_text())

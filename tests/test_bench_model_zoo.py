@@ -4,13 +4,13 @@ derived by hand (token pruning and spatial sparsification), the Markdown table w
 timings: speed belongs to `make bench`)."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from script_module import load_script
 
 from pipeline.config import ModelConfig
 from pipeline.spatial.config import OFFICIAL_SPATIAL, SpatialConfig
@@ -18,12 +18,8 @@ from pipeline.spatial.config import OFFICIAL_SPATIAL, SpatialConfig
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _bench() -> Any:  # the script is not a package module
-    spec = importlib.util.spec_from_file_location("bench_model_zoo", REPO / "benchmarks" / "bench_model_zoo.py")
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def _bench() -> Any:
+    return load_script("benchmarks/bench_model_zoo.py")
 
 
 def predictor_macs(cfg: ModelConfig) -> int:

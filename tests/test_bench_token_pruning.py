@@ -4,25 +4,17 @@ mask run of its seed, weigh the middle way's FLOPs by its masked epochs, and mea
 accuracy or speed is asserted: those belong to `make bench`."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import torch
+from script_module import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _bench():  # the script is not a package module
-    spec = importlib.util.spec_from_file_location("bench_token_pruning", REPO / "benchmarks" / "bench_token_pruning.py")
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_three_modes_two_seeds_summed_up_from_real_runs(tmp_path: Path) -> None:
-    bench = _bench()
+    bench = load_script("benchmarks/bench_token_pruning.py")
     modes = ["mask", "delete", "delete-after-1"]
     rc = bench.main(["--part", "embedded", "--seeds", "0,1", "--modes", ",".join(modes), "--epochs", "2",
                      "--train-args", "--train-subset 256 --eval-subset 500 --threads 1",

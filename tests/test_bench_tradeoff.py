@@ -3,24 +3,17 @@ short durations: the JSON and the plots are complete and well formed. No timing 
 targets belong to `make bench`."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from script_module import load_script
+
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _bench():  # the script is not a package module
-    spec = importlib.util.spec_from_file_location("bench_tradeoff", REPO / "benchmarks" / "bench_tradeoff.py")
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_tradeoff_json_and_plot(tmp_path: Path) -> None:
-    bench = _bench()
+    bench = load_script("benchmarks/bench_tradeoff.py")
     rc = bench.main(["--model", "fmnist_tiny", "--ratios", "0.5,0.9", "--batch-sizes", "1", "--threads", "1",
                      "--warmup-s", "0.05", "--duration-s", "0.1", "--min-iters", "2", "--work", str(tmp_path / "w"),
                      "--out", str(tmp_path / "out")])

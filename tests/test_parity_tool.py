@@ -1,22 +1,18 @@
 """tools/parity_official.py, the cheap parts only (the official DynamicViT checkout is not available here): the help
 text, the one-line error for a directory that is not a checkout, and the tool's own batch_index_select, the
 function the official models import from `utils`."""
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from script_module import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 TOOL = REPO / "tools" / "parity_official.py"
 
-_spec = importlib.util.spec_from_file_location("parity_official", TOOL)
-assert _spec is not None and _spec.loader is not None
-parity = importlib.util.module_from_spec(_spec)
-sys.modules["parity_official"] = parity  # its dataclasses look their module up
-_spec.loader.exec_module(parity)
+parity = load_script("tools/parity_official.py")
 
 
 def run_tool(*args: str) -> subprocess.CompletedProcess[str]:

@@ -13,14 +13,13 @@ device, fused graph, CUDA-graph replay, torch tensors bound zero-copy); they ski
 from __future__ import annotations
 
 import ast
-import importlib.util
 import struct
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import rtx_plans
+from script_module import load_script
 
 from pipeline.backend import tensorrt as trt_backend
 from pipeline.backend.tensorrt import cuda as cb
@@ -29,12 +28,7 @@ from pipeline.backend.tensorrt import runner as trt_runner
 from pipeline.errors import DvitError
 
 REPO = Path(__file__).resolve().parents[1]
-if "check_trt_api" not in sys.modules:  # loaded as tests/test_trt_api_surface.py loads it
-    _spec = importlib.util.spec_from_file_location("check_trt_api", REPO / "tools" / "check_trt_api.py")
-    assert _spec and _spec.loader
-    sys.modules["check_trt_api"] = importlib.util.module_from_spec(_spec)
-    _spec.loader.exec_module(sys.modules["check_trt_api"])
-ct = sys.modules["check_trt_api"]
+ct = load_script("tools/check_trt_api.py")
 _missing = [r for r in ct.RELEASES if not (ct.oss_root() / r / "python" / "src").is_dir()]
 needs_sources = pytest.mark.skipif(bool(_missing), reason=f"TensorRT binding sources {', '.join(_missing)} not found "
                                    f"under {ct.oss_root()} (set ${ct.ENV_ROOT})")

@@ -9,7 +9,6 @@ and its workers, is `make bench` (benchmarks/bench_train_memory.py), smoke-run h
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 import types
@@ -19,6 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from script_module import load_script
 
 from pipeline.config import ModelConfig
 from pipeline.train.recipe import train_config
@@ -131,11 +131,7 @@ def test_streamed_data_path_holds_no_images(trees: dict[int, Path]) -> None:
 def test_memory_bench_smoke(tmp_path: Path) -> None:
     """benchmarks/bench_train_memory.py --quick: the real trainer and its workers on both paths, the JSON complete.
     No verdict is asserted: a sampled peak depends on machine load, and belongs to `make bench`."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("bench_train_memory", ROOT / "benchmarks" / "bench_train_memory.py")
-    assert spec and spec.loader
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_script("benchmarks/bench_train_memory.py")
     out = tmp_path / "memory.json"
     assert bench.main(["--quick", "--out", str(out)]) == 0
     r = json.loads(out.read_text())

@@ -13,15 +13,12 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from script_module import load_script
 
 from pipeline.backend import tensorrt as tb
 
 REPO = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("check_trt_api", REPO / "tools" / "check_trt_api.py")
-assert _spec and _spec.loader
-ct = importlib.util.module_from_spec(_spec)
-sys.modules["check_trt_api"] = ct  # dataclasses need the module registered
-_spec.loader.exec_module(ct)
+ct = load_script("tools/check_trt_api.py")
 
 HAS_RTX = importlib.util.find_spec("tensorrt_rtx") is not None
 _missing = [r for r in ct.RELEASES if not (ct.oss_root() / r / "python" / "src").is_dir()]
